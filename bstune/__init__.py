@@ -1,0 +1,80 @@
+"""bstune: search batch size jointly with learning rate and epochs, on Optuna.
+
+Public names are loaded on first use, so ``import bstune`` stays fast and never imports torch,
+plotly or optuna-dashboard; the search machinery (spaces, runs, studies, analysis) works without
+torch.
+
+Example:
+    >>> import bstune
+    >>> space = bstune.load_space("default")
+    >>> study = bstune.create_study(bstune.TimeBudget(5.0), space=space)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from bstune._version import __version__
+
+if TYPE_CHECKING:
+    from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
+    from bstune.objectives import Target, TimeBudget
+    from bstune.run import CurvePoint, Run
+    from bstune.space import Hyperparams, SearchSpace, load_space, suggest
+    from bstune.study import create_study, make_objective, optimize
+    from bstune.task import Task, load_task
+
+__all__ = [
+    "BstuneError",
+    "CurvePoint",
+    "Hyperparams",
+    "Run",
+    "SearchSpace",
+    "SpaceError",
+    "StorageError",
+    "Target",
+    "Task",
+    "TaskError",
+    "TimeBudget",
+    "__version__",
+    "create_study",
+    "load_space",
+    "load_task",
+    "make_objective",
+    "optimize",
+    "suggest",
+]
+
+_WHERE = {
+    "BstuneError": "bstune.errors",
+    "SpaceError": "bstune.errors",
+    "StorageError": "bstune.errors",
+    "TaskError": "bstune.errors",
+    "Target": "bstune.objectives",
+    "TimeBudget": "bstune.objectives",
+    "CurvePoint": "bstune.run",
+    "Run": "bstune.run",
+    "Hyperparams": "bstune.space",
+    "SearchSpace": "bstune.space",
+    "load_space": "bstune.space",
+    "suggest": "bstune.space",
+    "create_study": "bstune.study",
+    "make_objective": "bstune.study",
+    "optimize": "bstune.study",
+    "Task": "bstune.task",
+    "load_task": "bstune.task",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bstune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,3 @@
+from bstune.cli import main
+
+main()

@@ -1,0 +1,330 @@
+"""Studies: storage and sampler defaults, creating or resuming, and the optimize loop.
+
+bstune writes ordinary Optuna studies. :func:`create_study` records what the study means (mode,
+budget or target, clock, search space, bstune version) in its user attributes, and refuses to resume
+a study that was made for something else, so nothing is overwritten by mistake.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bstune._version import __version__
+from bstune.errors import BstuneError, StorageError, invalid
+from bstune.memory import free_memory, is_oom
+from bstune.objectives import Mode, mode_from_attrs
+from bstune.run import CurvePoint, Run
+from bstune.space import SearchSpace
+from bstune.task import Task
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "create_study",
+    "default_sampler",
+    "make_objective",
+    "mask_url",
+    "optimize",
+    "resolve_storage",
+    "is_feasible",
+]
+
+#: Where ``bstune optimize`` keeps studies unless told otherwise.
+DEFAULT_STORAGE = "sqlite:///bstune.db"
+
+_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``; safe to print.
+
+    Example:
+        >>> mask_url("postgresql://ann:secret@db:5432/bs")
+        'postgresql://ann:***@db:5432/bs'
+    """
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def resolve_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna.storages.BaseStorage | None:
+    """Turn a URL into an Optuna storage; ``None`` stays in memory.
+
+    Accepted: RDB URLs (``sqlite:///bstune.db``, ``postgresql://...``) and journal files
+    (``journal:PATH`` or a path ending in ``.log``), the storage Optuna recommends for several
+    processes on one machine.
+
+    Raises:
+        StorageError: The URL has an unknown scheme or the storage cannot be opened. The message
+            never shows a password.
+    """
+    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    url = str(storage)
+    shown = mask_url(url)
+    journal_path: str | None = None
+    if url.startswith("journal:"):
+        journal_path = url[len("journal:") :].removeprefix("//")
+    elif "://" not in url and url.endswith(".log"):
+        journal_path = url
+    if journal_path is not None:
+        if not journal_path:
+            raise StorageError(f"storage {shown!r}: journal storage needs a file path, as in journal:bstune.log")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            return JournalStorage(JournalFileBackend(journal_path))
+        except OSError as e:
+            raise StorageError(f"storage {shown!r}: cannot open the journal file ({e.strerror})") from None
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in _RDB_SCHEMES:
+        raise StorageError(
+            f"storage {shown!r}: unknown kind of storage; use sqlite:///FILE.db, postgresql://HOST/DB or journal:FILE.log"
+        )
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:" and not Path(path).parent.exists():
+            raise StorageError(f"storage {shown!r}: the folder {str(Path(path).parent)!r} does not exist")
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    except ImportError as e:
+        raise StorageError(f"storage {shown!r}: the database driver is not installed ({e.name or e})") from None
+    except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
+        reason = mask_url(str(e).splitlines()[0]) if str(e) else type(e).__name__
+        raise StorageError(f"storage {shown!r}: cannot open it ({reason})") from None
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial met its constraints (a missed target or out of memory does not)."""
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def default_sampler(seed: int | None = None, n_startup_trials: int = 8) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE. It ranks infeasible trials (constraints set by each run) below all others,
+    so missed targets and out-of-memory batch sizes repel it."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True)
+
+
+def create_study(
+    mode: Mode,
+    *,
+    space: SearchSpace | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    load_if_exists: bool = True,
+    seed: int | None = None,
+) -> optuna.Study:
+    """Create a study for ``mode``, or resume the one of that name if it was made for the same thing.
+
+    Args:
+        mode: :class:`~bstune.TimeBudget` or :class:`~bstune.Target`; sets the direction.
+        space: The search space, recorded on the study.
+        storage: A storage URL or object; ``None`` keeps the study in memory.
+        study_name: The study's name; resumed if it exists and ``load_if_exists``.
+        sampler: Defaults to :func:`default_sampler` (TPE with constraints).
+        pruner: Defaults to no pruning.
+        load_if_exists: Resume an existing study of that name instead of failing.
+        seed: The default sampler's seed.
+
+    Raises:
+        BstuneError: The named study exists but was made for another mode, budget, target or
+            search space (it is left untouched).
+
+    Example:
+        >>> import bstune
+        >>> study = bstune.create_study(bstune.TimeBudget(5))
+        >>> study.direction.name, study.user_attrs["mode"]
+        ('MAXIMIZE', 'time_budget')
+    """
+    storage_obj = resolve_storage(storage)
+    attrs: dict[str, Any] = {**mode.to_attrs(), "bstune_version": __version__}
+    if space is not None:
+        attrs["space"] = space.to_dict()
+    try:
+        study = optuna.create_study(
+            storage=storage_obj,
+            study_name=study_name,
+            sampler=sampler or default_sampler(seed),
+            pruner=pruner or optuna.pruners.NopPruner(),
+            direction=mode.study_direction,
+            load_if_exists=load_if_exists,
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise BstuneError(f"study {study_name!r} already exists; choose another --study-name") from None
+    except ValueError as e:  # direction mismatch on resume
+        raise BstuneError(f"study {study_name!r}: {e}") from None
+    existing = study.user_attrs
+    if existing.get("mode"):
+        _check_same(study.study_name, existing, attrs)
+    else:
+        if study.trials:
+            raise BstuneError(
+                f"study {study.study_name!r} already has trials and was not made by bstune; choose another --study-name"
+            )
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
+        study.set_user_attr("intermediate_name", mode.intermediate_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([mode.value_name])
+    return study
+
+
+def _check_same(name: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    old_mode, new_mode = mode_from_attrs(old), mode_from_attrs(new)
+    if old_mode != new_mode:
+        raise BstuneError(
+            f"study {name!r} was made for {_describe(old)}, not {_describe(new)}; "
+            "choose another --study-name to keep both"
+        )
+    if "space" in new and "space" in old and old["space"] != new["space"]:
+        raise BstuneError(
+            f"study {name!r} was made with search space {old['space'].get('name')!r} and different bounds; "
+            "choose another --study-name to keep both"
+        )
+
+
+def _describe(attrs: dict[str, Any]) -> str:
+    if attrs.get("mode") == "time_budget":
+        return f"a time budget of {attrs['budget']:g} s"
+    return f"the target {attrs.get('metric_name', 'metric')} {attrs.get('target'):g}"
+
+
+def make_objective(
+    task: Task | Callable[..., None],
+    space: SearchSpace,
+    mode: Mode,
+    *,
+    trainer: Any | None = None,
+    clock: Callable[[], float] | None = None,
+    on_report: Callable[[optuna.Trial, CurvePoint], None] | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective for a task: suggest, train inside a :class:`Run`, return its value.
+
+    ``task`` is a loaded :class:`~bstune.task.Task` or a plain ``train(hp, run)`` function. A task
+    with ``data`` and ``model`` trains with ``trainer`` (the built-in one by default).
+
+    Out of memory is an outcome: the trial is recorded with its batch size, marked infeasible
+    (constraint violated) and pruned; memory is freed and the study goes on.
+    """
+    if isinstance(task, Task):
+        train_fn = task.get("train")
+        if train_fn is None:
+            if trainer is None:
+                from bstune.train import Trainer
+
+                trainer = Trainer(task)
+            train_fn = trainer
+    else:
+        train_fn = task
+    device = getattr(trainer, "device_name", None) or _guess_device()
+    sync = getattr(trainer, "sync", None) or _guess_sync()
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = space.suggest(trial)
+        micro = getattr(trainer, "micro_batch_for", lambda b: b)(hp.batch_size)
+        report_cb = (lambda p: on_report(trial, p)) if on_report is not None else None
+        run = Run(
+            trial,
+            mode,
+            hp,
+            clock=clock or _perf_counter,
+            sync=sync,
+            device=device,
+            micro_batch_size=micro,
+            on_report=report_cb,
+        )
+        try:
+            with run:
+                train_fn(hp, run)
+                if not run.curve:
+                    raise RuntimeError("train() returned without calling run.report(metric)")
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            free_memory()
+            raise optuna.TrialPruned(f"out of memory at batch size {hp.batch_size}") from None
+        return run.value
+
+    return objective
+
+
+def _perf_counter() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _guess_device() -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def _guess_sync() -> Callable[[], None] | None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.synchronize
+    return None
+
+
+class _StopAfterFailures:
+    """Stop the study after ``n`` consecutive failed trials instead of burning the budget."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.streak = 0
+        self.tripped = False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.streak = self.streak + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        if self.streak >= self.n:
+            self.tripped = True
+            study.stop()
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    max_consecutive_failures: int = 3,
+) -> None:
+    """Run ``objective`` on ``study`` for ``n_trials`` more trials or ``timeout`` seconds.
+
+    A trial whose code raises is recorded as failed (with the end of its traceback in its user
+    attributes) and the study goes on; after ``max_consecutive_failures`` failures in a row it stops
+    with a :class:`~bstune.errors.BstuneError` naming the last error.
+    """
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise invalid("n_trials", "optimize", "an int in the range [1, inf)", n_trials)
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise invalid("timeout", "optimize", "a number of seconds greater than 0", timeout)
+    if max_consecutive_failures < 1:
+        raise invalid("max_consecutive_failures", "optimize", "an int in the range [1, inf)", max_consecutive_failures)
+    guard = _StopAfterFailures(max_consecutive_failures)
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=timeout,
+        callbacks=[*callbacks, guard],
+        catch=(Exception,),
+        gc_after_trial=False,
+    )
+    if guard.tripped:
+        last = study.trials[-1]
+        detail = last.user_attrs.get("stop_detail") or "see the trial's user attributes"
+        raise BstuneError(
+            f"stopped after {guard.n} failed trials in a row; the last one (#{last.number}) raised: {detail}"
+        )
+
