@@ -128,7 +128,7 @@ def optimize(
     from bstune.analysis import best_configurations
     from bstune.objectives import Target, TimeBudget
     from bstune.space import load_space
-    from bstune.study import create_study, make_objective, mask_url
+    from bstune.study import create_study, enqueue_batch_sweep, make_objective, mask_url
     from bstune.study import optimize as run_study
     from bstune.task import load_task
 
@@ -166,6 +166,7 @@ def optimize(
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
     study = create_study(mode, space=the_space, storage=storage, study_name=study_name, seed=seed)
     before = len(study.trials)
+    enqueue_batch_sweep(study, the_space, n_trials)
 
     trainer = None
     if not task.owns_loop:

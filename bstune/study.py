@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_STORAGE",
     "create_study",
     "default_sampler",
+    "enqueue_batch_sweep",
     "make_objective",
     "mask_url",
     "optimize",
@@ -274,6 +275,32 @@ def _guess_sync() -> Callable[[], None] | None:
     if torch is not None and torch.cuda.is_available():
         return torch.cuda.synchronize
     return None
+
+
+def enqueue_batch_sweep(study: optuna.Study, space: SearchSpace, n_trials: int) -> int:
+    """Start a fresh study with batch sizes spread over the whole range, the rest sampled.
+
+    Random start-up trials can land on the same batch size several times; a spread first look
+    at the batch axis is what a batch-size study needs most. Nothing is enqueued for a study that
+    already has trials. Returns how many trials were enqueued (at most 8, at most half of
+    ``n_trials``).
+    """
+    if study.trials or n_trials < 2:
+        return 0
+    sizes = space.batch_sizes()
+    k = min(max(n_trials // 2, 1), 8, len(sizes) if space.powers_of_two else 8)
+    if space.powers_of_two:
+        lo, hi = math.log2(sizes[0]), math.log2(sizes[-1])
+    else:
+        lo, hi = math.log2(space.batch_low), math.log2(space.batch_high)
+    picks = sorted({round(lo + (hi - lo) * i / max(k - 1, 1)) if space.powers_of_two
+                    else round(2 ** (lo + (hi - lo) * i / max(k - 1, 1))) for i in range(k)})
+    # Interleave small and large, so a study stopped early by --timeout has seen both ends.
+    order = [picks[i // 2] if i % 2 == 0 else picks[-1 - i // 2] for i in range(len(picks))]
+    for v in dict.fromkeys(order):
+        name = "log2_batch_size" if space.powers_of_two else "batch_size"
+        study.enqueue_trial({name: int(v)}, skip_if_exists=False)
+    return len(dict.fromkeys(order))
 
 
 class _StopAfterFailures:

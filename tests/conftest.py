@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def shared_data(name: str) -> Path:
+    """A data set from ../shared/data: skipped when absent, except under CI, where that fails."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing, and CI must have ../shared/data beside the checkout")
+        pytest.skip(f"{path} is absent (the shared data sets are for development and CI only)")
+    return path
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """Run ``bstune`` in-process in a temporary working directory; returns (exit code, out, err)."""
+    from bstune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,207 @@
+"""The bstune command, end to end: real training, real SQLite files, a real dashboard server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bstune.errors import TaskError
+
+from conftest import ROOT, shared_data
+
+LSTM = ROOT / "examples" / "lstm.py"
+BLOBS = ROOT / "examples" / "mlp_blobs.py"
+CUSTOM = ROOT / "examples" / "custom_loop.py"
+
+
+def _load(tmp_path, name="s", db="x.db"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / db}")
+
+
+def test_lstm_time_budget_end_to_end(cli, tmp_path):
+    code, out, err = cli("optimize", LSTM, "--time-budget", "1.5", "--n-trials", "3", "--storage", "sqlite:///x.db",
+                         "--study-name", "s", "--task-option", "limit=6000")
+    assert code == 0, err
+    study = _load(tmp_path)
+    assert len(study.trials) == 3
+    for t in study.trials:
+        assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        ua = t.user_attrs
+        assert ua["stop_reason"] in ("budget", "epochs")
+        assert 0 < ua["train_s"] <= 1.5 + 0.5  # one step may cross the budget
+        assert ua["throughput"] > 0 and ua["batch_size"] >= 16 and ua["micro_batch_size"] == ua["batch_size"]
+        steps = sorted(t.intermediate_values)
+        # Steps are elapsed training milliseconds, matching the curve.
+        curve_ms = [int(s * 1000) for s in ua["curve"]["train_s"]]
+        assert steps == pytest.approx(curve_ms, abs=1)
+        assert steps[-1] <= 2000
+    assert "[3/3]" in out and "Best configurations" in out and "optuna-dashboard sqlite:///x.db" in out
+
+
+def test_target_mode_values_are_seconds_to_target(cli, tmp_path):
+    code, out, err = cli("optimize", BLOBS, "--target", "0.6", "--n-trials", "3", "--storage", "sqlite:///x.db",
+                         "--study-name", "s", "--task-option", "n_samples=4000")
+    assert code == 0, err
+    study = _load(tmp_path)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    hits = [t for t in study.trials if t.user_attrs.get("reached_target")]
+    assert hits, "blobs reach 60% accuracy within an epoch"
+    for t in hits:
+        assert t.user_attrs["stop_reason"] == "target"
+        first = next(i for i, m in enumerate(t.user_attrs["curve"]["metric"]) if m >= 0.6)
+        assert t.value == pytest.approx(t.user_attrs["curve"]["train_s"][first])
+
+
+def test_same_command_resumes(cli, tmp_path):
+    args = ("optimize", BLOBS, "--time-budget", "0.3", "--n-trials", "2", "--storage", "sqlite:///x.db",
+            "--task-option", "n_samples=2000")
+    assert cli(*args)[0] == 0
+    code, out, _ = cli(*args)
+    assert code == 0 and "resuming after 2 trials" in out
+    study = _load(tmp_path, name="mlp_blobs-budget-0.3s")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+
+
+def test_a_script_that_owns_its_loop(cli, tmp_path):
+    code, _, err = cli("optimize", CUSTOM, "--time-budget", "0.5", "--n-trials", "2", "--storage", "sqlite:///x.db",
+                       "--study-name", "s")
+    assert code == 0, err
+    assert all(t.user_attrs["stop_reason"] in ("budget", "epochs") for t in _load(tmp_path).trials)
+
+
+def test_library_use_in_a_plain_optuna_objective(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import custom_loop
+
+        custom_loop.main()
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    study = optuna.load_study(study_name="digits", storage="sqlite:///custom_loop.db")
+    assert len(study.trials) == 6 and study.best_value > 0.5
+
+
+def test_lstm_on_a_users_corpus(cli, tmp_path):
+    polarity = shared_data("sentence_polarity")
+    lines = []
+    for label in ("pos", "neg"):
+        text = (polarity / f"rt-polarity.{label}").read_text(encoding="utf-8").splitlines()
+        lines += [f"{label}\t{t}" for t in text]
+    (tmp_path / "reviews.tsv").write_text("\n".join(lines), encoding="utf-8")
+    code, out, err = cli("optimize", LSTM, "--time-budget", "3", "--n-trials", "2", "--storage", "sqlite:///x.db",
+                         "--study-name", "s", "--task-option", "corpus=reviews.tsv")
+    assert code == 0, err
+    assert "data: 9,596 training and 1,066 validation samples" in out
+    assert all(t.user_attrs["samples_seen"] > 0 for t in _load(tmp_path).trials)
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+BAD_INPUTS = [
+    (["optimize", "missing.py"], r"task script 'missing.py': no such file"),
+    (["optimize", "{empty}"], r"defines neither data\(\) and model\(hp\) nor train\(hp, run\)"),
+    (["optimize", "{half}"], r"defines data\(\) but not model\(hp\)"),
+    (["optimize", "{broken}"], r"importing it raised ZeroDivisionError"),
+    (["optimize", BLOBS, "--space", "{badspace}"], r"search space .*badspace.yaml: field 'epochs' is required but missing"),
+    (["optimize", BLOBS, "--space", "nosuch"], r"search space 'nosuch': no such file, and not a built-in space"),
+    (["optimize", BLOBS, "--time-budget", "0"], r"--time-budget must be a number greater than 0; got 0"),
+    (["optimize", BLOBS, "--time-budget", "-5"], r"--time-budget must be a number greater than 0; got -5"),
+    (["optimize", BLOBS, "--time-budget", "5", "--target", "0.9"], r"give either --time-budget or --target, not both"),
+    (["optimize", BLOBS, "--storage", "mongodb://u:pw@h/db"], r"storage 'mongodb://u:\*\*\*@h/db': unknown kind of storage"),
+    (["optimize", BLOBS, "--n-trials", "0"], r"--n-trials must be an integer of at least 1; got 0"),
+    (["optimize", BLOBS, "--timeout", "-1"], r"--timeout must be a number greater than 0; got -1"),
+    (["optimize", BLOBS, "--clock", "cpu"], r"--clock must be 'train' or 'wall'; got 'cpu'"),
+    (["optimize", BLOBS, "--task-option", "novalue"], r"--task-option must look like KEY=VALUE; got 'novalue'"),
+    (["optimize", BLOBS, "--task-option", "colour=red"], r"data\(\) takes no option 'colour' \(it takes: n_samples, noise\)"),
+    (["optimize", BLOBS, "--time-budget", "abc"], r"Invalid value for '--time-budget'"),
+    (["optimize", BLOBS, "--no-such-option"], r"No such option: --no-such-option"),
+    (["nosuchcommand"], r"No such command 'nosuchcommand'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_is_one_line_and_a_nonzero_exit(cli, tmp_path, args, message):
+    files = {
+        "{empty}": _write(tmp_path, "empty.py", "x = 1\n"),
+        "{half}": _write(tmp_path, "half.py", "def data():\n    return None\n"),
+        "{broken}": _write(tmp_path, "broken.py", "1 / 0\n"),
+        "{badspace}": _write(tmp_path, "badspace.yaml", "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\n"),
+    }
+    code, out, err = cli(*[files.get(str(a), a) for a in args])
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bstune: error: ")
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+    assert not list(tmp_path.glob("*.db")) or "--storage" not in args  # nothing written on bad input
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    with pytest.raises(TaskError, match="no such file"):
+        cli("optimize", "missing.py", "--debug")
+
+
+def test_import_does_not_pull_torch_or_plotly():
+    code = "import bstune, sys; bstune.Run; bstune.create_study; bstune.suggest; " \
+           "assert not {'torch', 'plotly', 'optuna_dashboard'} & set(sys.modules), sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_python_dash_m_and_version():
+    out = subprocess.run([sys.executable, "-m", "bstune", "--version"], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.startswith("bstune 0.")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_with_intermediate_values(cli, tmp_path):
+    code, _, err = cli("optimize", BLOBS, "--time-budget", "0.5", "--n-trials", "2", "--storage", "sqlite:///x.db",
+                       "--study-name", "s", "--task-option", "n_samples=3000")
+    assert code == 0, err
+    port = _free_port()
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "optuna_dashboard"]
+    server = subprocess.Popen([*cmd, f"sqlite:///{tmp_path / 'x.db'}", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    summaries = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError(f"optuna-dashboard did not start: {server.stderr.read() if server.poll() is not None else ''}") from None
+                time.sleep(0.2)
+        study_id = next(s["study_id"] for s in summaries if s["study_name"] == "s")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10) as r:
+            detail = json.load(r)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert detail["objective_names"] == ["best validation accuracy within 0.5 s"]
+    assert len(detail["trials"]) == 2
+    for trial in detail["trials"]:
+        steps = [p["step"] for p in trial["intermediate_values"]]
+        assert steps and steps == sorted(steps) and steps[-1] <= 1000  # milliseconds of training
