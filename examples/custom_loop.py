@@ -68,8 +68,10 @@ def main() -> None:
     study = bstune.create_study(mode, space=space, storage="sqlite:///custom_loop.db", study_name="digits")
     study.optimize(objective, n_trials=6)
     best = study.best_trial
-    print(f"best accuracy {best.value:.4f} with batch {best.user_attrs['batch_size']}, "
-          f"lr {best.user_attrs['learning_rate']:.2e}, {best.user_attrs['epochs_done']:.0f} epochs")
+    print(
+        f"best accuracy {best.value:.4f} with batch {best.user_attrs['batch_size']}, "
+        f"lr {best.user_attrs['learning_rate']:.2e}, {best.user_attrs['epochs_done']:.0f} epochs"
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,13 @@ def _tokens(text: str, level: str) -> list[str]:
     return list(text.lower()) if level == "char" else re.findall(r"[\w']+|[^\w\s]", text.lower())
 
 
-def data(corpus: str | None = None, level: str | None = None, max_len: str | None = None,
-         vocab: str = "20000", limit: str | None = None):
+def data(
+    corpus: str | None = None,
+    level: str | None = None,
+    max_len: str | None = None,
+    vocab: str = "20000",
+    limit: str | None = None,
+):
     pairs = _read_corpus(corpus) if corpus else _names()
     level = level or ("word" if corpus else "char")
     if level not in ("word", "char"):
@@ -104,7 +109,7 @@ def data(corpus: str | None = None, level: str | None = None, max_len: str | Non
     for i, t in enumerate(texts):
         ids = [stoi.get(tok, _UNK) for tok in t[-length:]]
         if ids:
-            x[i, length - len(ids):] = torch.tensor(ids)
+            x[i, length - len(ids) :] = torch.tensor(ids)
     y = torch.tensor([ltoi[lab] for lab, _ in pairs])
     global _N_TOKENS, _N_CLASSES
     _N_TOKENS, _N_CLASSES = len(itos) + 2, len(labels)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ROOT, shared_data
 
 from bstune.errors import TaskError
-
-from conftest import ROOT, shared_data
 
 LSTM = ROOT / "examples" / "lstm.py"
 BLOBS = ROOT / "examples" / "mlp_blobs.py"
@@ -28,8 +27,20 @@ def _load(tmp_path, name="s", db="x.db"):
 
 
 def test_lstm_time_budget_end_to_end(cli, tmp_path):
-    code, out, err = cli("optimize", LSTM, "--time-budget", "1.5", "--n-trials", "3", "--storage", "sqlite:///x.db",
-                         "--study-name", "s", "--task-option", "limit=6000")
+    code, out, err = cli(
+        "optimize",
+        LSTM,
+        "--time-budget",
+        "1.5",
+        "--n-trials",
+        "3",
+        "--storage",
+        "sqlite:///x.db",
+        "--study-name",
+        "s",
+        "--task-option",
+        "limit=6000",
+    )
     assert code == 0, err
     study = _load(tmp_path)
     assert len(study.trials) == 3
@@ -48,8 +59,20 @@ def test_lstm_time_budget_end_to_end(cli, tmp_path):
 
 
 def test_target_mode_values_are_seconds_to_target(cli, tmp_path):
-    code, out, err = cli("optimize", BLOBS, "--target", "0.6", "--n-trials", "3", "--storage", "sqlite:///x.db",
-                         "--study-name", "s", "--task-option", "n_samples=4000")
+    code, out, err = cli(
+        "optimize",
+        BLOBS,
+        "--target",
+        "0.6",
+        "--n-trials",
+        "3",
+        "--storage",
+        "sqlite:///x.db",
+        "--study-name",
+        "s",
+        "--task-option",
+        "n_samples=4000",
+    )
     assert code == 0, err
     study = _load(tmp_path)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
@@ -62,8 +85,18 @@ def test_target_mode_values_are_seconds_to_target(cli, tmp_path):
 
 
 def test_same_command_resumes(cli, tmp_path):
-    args = ("optimize", BLOBS, "--time-budget", "0.3", "--n-trials", "2", "--storage", "sqlite:///x.db",
-            "--task-option", "n_samples=2000")
+    args = (
+        "optimize",
+        BLOBS,
+        "--time-budget",
+        "0.3",
+        "--n-trials",
+        "2",
+        "--storage",
+        "sqlite:///x.db",
+        "--task-option",
+        "n_samples=2000",
+    )
     assert cli(*args)[0] == 0
     code, out, _ = cli(*args)
     assert code == 0 and "resuming after 2 trials" in out
@@ -72,8 +105,18 @@ def test_same_command_resumes(cli, tmp_path):
 
 
 def test_a_script_that_owns_its_loop(cli, tmp_path):
-    code, _, err = cli("optimize", CUSTOM, "--time-budget", "0.5", "--n-trials", "2", "--storage", "sqlite:///x.db",
-                       "--study-name", "s")
+    code, _, err = cli(
+        "optimize",
+        CUSTOM,
+        "--time-budget",
+        "0.5",
+        "--n-trials",
+        "2",
+        "--storage",
+        "sqlite:///x.db",
+        "--study-name",
+        "s",
+    )
     assert code == 0, err
     assert all(t.user_attrs["stop_reason"] in ("budget", "epochs") for t in _load(tmp_path).trials)
 
@@ -98,8 +141,20 @@ def test_lstm_on_a_users_corpus(cli, tmp_path):
         text = (polarity / f"rt-polarity.{label}").read_text(encoding="utf-8").splitlines()
         lines += [f"{label}\t{t}" for t in text]
     (tmp_path / "reviews.tsv").write_text("\n".join(lines), encoding="utf-8")
-    code, out, err = cli("optimize", LSTM, "--time-budget", "3", "--n-trials", "2", "--storage", "sqlite:///x.db",
-                         "--study-name", "s", "--task-option", "corpus=reviews.tsv")
+    code, out, err = cli(
+        "optimize",
+        LSTM,
+        "--time-budget",
+        "3",
+        "--n-trials",
+        "2",
+        "--storage",
+        "sqlite:///x.db",
+        "--study-name",
+        "s",
+        "--task-option",
+        "corpus=reviews.tsv",
+    )
     assert code == 0, err
     assert "data: 9,596 training and 1,066 validation samples" in out
     assert all(t.user_attrs["samples_seen"] > 0 for t in _load(tmp_path).trials)
@@ -116,17 +171,26 @@ BAD_INPUTS = [
     (["optimize", "{empty}"], r"defines neither data\(\) and model\(hp\) nor train\(hp, run\)"),
     (["optimize", "{half}"], r"defines data\(\) but not model\(hp\)"),
     (["optimize", "{broken}"], r"importing it raised ZeroDivisionError"),
-    (["optimize", BLOBS, "--space", "{badspace}"], r"search space .*badspace.yaml: field 'epochs' is required but missing"),
+    (
+        ["optimize", BLOBS, "--space", "{badspace}"],
+        r"search space .*badspace.yaml: field 'epochs' is required but missing",
+    ),
     (["optimize", BLOBS, "--space", "nosuch"], r"search space 'nosuch': no such file, and not a built-in space"),
     (["optimize", BLOBS, "--time-budget", "0"], r"--time-budget must be a number greater than 0; got 0"),
     (["optimize", BLOBS, "--time-budget", "-5"], r"--time-budget must be a number greater than 0; got -5"),
     (["optimize", BLOBS, "--time-budget", "5", "--target", "0.9"], r"give either --time-budget or --target, not both"),
-    (["optimize", BLOBS, "--storage", "mongodb://u:pw@h/db"], r"storage 'mongodb://u:\*\*\*@h/db': unknown kind of storage"),
+    (
+        ["optimize", BLOBS, "--storage", "mongodb://u:pw@h/db"],
+        r"storage 'mongodb://u:\*\*\*@h/db': unknown kind of storage",
+    ),
     (["optimize", BLOBS, "--n-trials", "0"], r"--n-trials must be an integer of at least 1; got 0"),
     (["optimize", BLOBS, "--timeout", "-1"], r"--timeout must be a number greater than 0; got -1"),
     (["optimize", BLOBS, "--clock", "cpu"], r"--clock must be 'train' or 'wall'; got 'cpu'"),
     (["optimize", BLOBS, "--task-option", "novalue"], r"--task-option must look like KEY=VALUE; got 'novalue'"),
-    (["optimize", BLOBS, "--task-option", "colour=red"], r"data\(\) takes no option 'colour' \(it takes: n_samples, noise\)"),
+    (
+        ["optimize", BLOBS, "--task-option", "colour=red"],
+        r"data\(\) takes no option 'colour' \(it takes: n_samples, noise\)",
+    ),
     (["optimize", BLOBS, "--time-budget", "abc"], r"Invalid value for '--time-budget'"),
     (["optimize", BLOBS, "--no-such-option"], r"No such option: --no-such-option"),
     (["nosuchcommand"], r"No such command 'nosuchcommand'"),
@@ -139,7 +203,9 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(cli, tmp_path, args, message):
         "{empty}": _write(tmp_path, "empty.py", "x = 1\n"),
         "{half}": _write(tmp_path, "half.py", "def data():\n    return None\n"),
         "{broken}": _write(tmp_path, "broken.py", "1 / 0\n"),
-        "{badspace}": _write(tmp_path, "badspace.yaml", "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\n"),
+        "{badspace}": _write(
+            tmp_path, "badspace.yaml", "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\n"
+        ),
     }
     code, out, err = cli(*[files.get(str(a), a) for a in args])
     assert code != 0
@@ -158,13 +224,17 @@ def test_debug_shows_the_traceback(cli, tmp_path):
 
 
 def test_import_does_not_pull_torch_or_plotly():
-    code = "import bstune, sys; bstune.Run; bstune.create_study; bstune.suggest; " \
-           "assert not {'torch', 'plotly', 'optuna_dashboard'} & set(sys.modules), sorted(sys.modules)"
+    code = (
+        "import bstune, sys; bstune.Run; bstune.create_study; bstune.suggest; "
+        "assert not {'torch', 'plotly', 'optuna_dashboard'} & set(sys.modules), sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_python_dash_m_and_version():
-    out = subprocess.run([sys.executable, "-m", "bstune", "--version"], check=True, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "bstune", "--version"], check=True, capture_output=True, text=True, cwd=ROOT
+    )
     assert out.stdout.startswith("bstune 0.")
 
 
@@ -175,14 +245,30 @@ def _free_port() -> int:
 
 
 def test_dashboard_serves_the_study_with_intermediate_values(cli, tmp_path):
-    code, _, err = cli("optimize", BLOBS, "--time-budget", "0.5", "--n-trials", "2", "--storage", "sqlite:///x.db",
-                       "--study-name", "s", "--task-option", "n_samples=3000")
+    code, _, err = cli(
+        "optimize",
+        BLOBS,
+        "--time-budget",
+        "0.5",
+        "--n-trials",
+        "2",
+        "--storage",
+        "sqlite:///x.db",
+        "--study-name",
+        "s",
+        "--task-option",
+        "n_samples=3000",
+    )
     assert code == 0, err
     port = _free_port()
     exe = Path(sys.executable).parent / "optuna-dashboard"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "optuna_dashboard"]
-    server = subprocess.Popen([*cmd, f"sqlite:///{tmp_path / 'x.db'}", "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    server = subprocess.Popen(
+        [*cmd, f"sqlite:///{tmp_path / 'x.db'}", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -192,7 +278,9 @@ def test_dashboard_serves_the_study_with_intermediate_values(cli, tmp_path):
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"optuna-dashboard did not start: {server.stderr.read() if server.poll() is not None else ''}") from None
+                    raise AssertionError(
+                        f"optuna-dashboard did not start: {server.stderr.read() if server.poll() is not None else ''}"
+                    ) from None
                 time.sleep(0.2)
         study_id = next(s["study_id"] for s in summaries if s["study_name"] == "s")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=10) as r:

@@ -199,7 +199,10 @@ def test_nesting_training_is_refused():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: TimeBudget(0), r"The 'budget' parameter of TimeBudget must be a finite number of seconds greater than 0. Got 0 instead."),
+        (
+            lambda: TimeBudget(0),
+            r"The 'budget' parameter of TimeBudget must be a finite number of seconds greater than 0. Got 0 instead.",
+        ),
         (lambda: TimeBudget(math.inf), r"'budget' parameter of TimeBudget .* Got inf instead"),
         (lambda: Target(math.nan), r"The 'target' parameter of Target must be a finite number. Got nan instead."),
         (lambda: TimeBudget(5, metric_direction="up"), r"'metric_direction' parameter of TimeBudget"),

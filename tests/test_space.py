@@ -63,11 +63,14 @@ def test_learning_rate_follows_batch_size(rule, exponent):
 
 
 def test_extra_params_reach_the_model():
-    raw = {**BASE, "params": {
-        "hidden": {"type": "int", "low": 8, "high": 64, "log": True},
-        "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-        "cell": {"type": "categorical", "choices": ["lstm", "gru"]},
-    }}
+    raw = {
+        **BASE,
+        "params": {
+            "hidden": {"type": "int", "low": 8, "high": 64, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            "cell": {"type": "categorical", "choices": ["lstm", "gru"]},
+        },
+    }
     hp = SearchSpace.from_dict(raw).suggest(optuna.create_study().ask())
     assert 8 <= hp["hidden"] <= 64 and 0.0 <= hp["dropout"] <= 0.5 and hp["cell"] in ("lstm", "gru")
 
@@ -88,32 +91,53 @@ def test_round_trip_through_to_dict(tmp_path):
 
 
 BAD = [
-    ("batch_size: {low: 0, high: 8}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
-     r"field 'batch_size.low' must be at least 1; got 0"),
-    ("batch_size: {low: 64, high: 8}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
-     r"field 'batch_size' must have low <= high; got low=64, high=8"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: -1, high: 1}\nepochs: {low: 1, high: 2}",
-     r"field 'learning_rate.low' must be greater than 0; got -1"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1, scaling: cubic}\nepochs: {low: 1, high: 2}",
-     r"field 'learning_rate.scaling' must be one of none, linear, sqrt; got 'cubic'"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1, scaling: linear}\nepochs: {low: 1, high: 2}",
-     r"field 'learning_rate.reference_batch_size' is required with scaling 'linear'"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}",
-     r"field 'epochs' is required but missing"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2.5}",
-     r"field 'epochs.high' must be an integer; got 2.5"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\nbatchsize: 3",
-     r"field 'batchsize' is not a known field"),
-    ("batch_size: {low: 9, high: 15}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
-     r"field 'batch_size' must contain a power of two"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
-     "params: {h: {type: integer, low: 1, high: 2}}",
-     r"field 'params.h.type' must be one of int, float, categorical; got 'integer'"),
-    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
-     "params: {epochs: {type: int, low: 1, high: 2}}",
-     r"field 'params.epochs' is reserved"),
-    ("batch_size: [8, 64]\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
-     r"field 'batch_size' must be a mapping; got \[8, 64\]"),
+    (
+        "batch_size: {low: 0, high: 8}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
+        r"field 'batch_size.low' must be at least 1; got 0",
+    ),
+    (
+        "batch_size: {low: 64, high: 8}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
+        r"field 'batch_size' must have low <= high; got low=64, high=8",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: -1, high: 1}\nepochs: {low: 1, high: 2}",
+        r"field 'learning_rate.low' must be greater than 0; got -1",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1, scaling: cubic}\nepochs: {low: 1, high: 2}",
+        r"field 'learning_rate.scaling' must be one of none, linear, sqrt; got 'cubic'",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1, scaling: linear}\nepochs: {low: 1, high: 2}",
+        r"field 'learning_rate.reference_batch_size' is required with scaling 'linear'",
+    ),
+    ("batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}", r"field 'epochs' is required but missing"),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2.5}",
+        r"field 'epochs.high' must be an integer; got 2.5",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\nbatchsize: 3",
+        r"field 'batchsize' is not a known field",
+    ),
+    (
+        "batch_size: {low: 9, high: 15}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
+        r"field 'batch_size' must contain a power of two",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {h: {type: integer, low: 1, high: 2}}",
+        r"field 'params.h.type' must be one of int, float, categorical; got 'integer'",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {epochs: {type: int, low: 1, high: 2}}",
+        r"field 'params.epochs' is reserved",
+    ),
+    (
+        "batch_size: [8, 64]\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
+        r"field 'batch_size' must be a mapping; got \[8, 64\]",
+    ),
     ("batch_size: {low: 8, high: 64\n", r"not valid YAML at line"),
 ]
 

@@ -16,7 +16,7 @@ from bstune.testing import FakeClock, SyntheticTask
 def test_study_records_what_it_means(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     space = load_space("default")
-    study = create_study(bstune.TimeBudget(7), space=space, storage=url, study_name="a")
+    create_study(bstune.TimeBudget(7), space=space, storage=url, study_name="a")
     again = optuna.load_study(study_name="a", storage=url)
     attrs = again.user_attrs
     assert attrs["mode"] == "time_budget" and attrs["budget"] == 7 and attrs["clock"] == "train"
@@ -46,7 +46,10 @@ def test_same_command_resumes_and_adds_trials(tmp_path):
     ("second", "message"),
     [
         (bstune.TimeBudget(4), r"study 'r' was made for a time budget of 3 s, not a time budget of 4 s"),
-        (bstune.Target(0.8), r"was made for a time budget of 3 s, not the target accuracy 0.8; choose another --study-name"),
+        (
+            bstune.Target(0.8),
+            r"was made for a time budget of 3 s, not the target accuracy 0.8; choose another --study-name",
+        ),
     ],
 )
 def test_resuming_with_another_mode_is_refused_and_nothing_changes(tmp_path, second, message):
@@ -108,11 +111,13 @@ def test_missed_targets_repel_the_sampler():
     If a miss looked like its (short) training time, TPE would crowd into the large batches.
     """
 
-    space = SearchSpace.from_dict({
-        "batch_size": {"low": 16, "high": 1024},
-        "learning_rate": {"low": 1e-3, "high": 1e-1},
-        "epochs": {"low": 1, "high": 3},
-    })
+    space = SearchSpace.from_dict(
+        {
+            "batch_size": {"low": 16, "high": 1024},
+            "learning_rate": {"low": 1e-3, "high": 1e-1},
+            "epochs": {"low": 1, "high": 3},
+        }
+    )
     clock = FakeClock()
 
     def train(hp: Hyperparams, run: Run) -> None:
@@ -142,7 +147,9 @@ def test_failures_in_a_row_stop_the_study_with_one_message():
         raise ValueError("the model cannot be built")
 
     study = create_study(bstune.TimeBudget(1), space=space)
-    with pytest.raises(BstuneError, match=r"stopped after 3 failed trials in a row; .*ValueError: the model cannot be built"):
+    with pytest.raises(
+        BstuneError, match=r"stopped after 3 failed trials in a row; .*ValueError: the model cannot be built"
+    ):
         optimize(study, make_objective(broken, space, bstune.TimeBudget(1)), n_trials=10)
     assert len(study.trials) == 3
     assert study.trials[0].user_attrs["stop_reason"] == "failed"
@@ -171,21 +178,27 @@ def test_out_of_memory_is_an_infeasible_outcome_and_the_study_goes_on():
         assert t.constraints["out_of_memory"] == 1.0
 
 
-@pytest.mark.parametrize(("n_trials", "timeout", "message"), [
-    (0, None, r"'n_trials' parameter of optimize must be an int in the range \[1, inf\). Got 0 instead."),
-    (None, -1.0, r"'timeout' parameter of optimize must be a number of seconds greater than 0. Got -1.0"),
-])
+@pytest.mark.parametrize(
+    ("n_trials", "timeout", "message"),
+    [
+        (0, None, r"'n_trials' parameter of optimize must be an int in the range \[1, inf\). Got 0 instead."),
+        (None, -1.0, r"'timeout' parameter of optimize must be a number of seconds greater than 0. Got -1.0"),
+    ],
+)
 def test_optimize_validates(n_trials, timeout, message):
     study = create_study(bstune.TimeBudget(1))
     with pytest.raises(ValueError, match=message):
         optimize(study, lambda t: 0.0, n_trials=n_trials, timeout=timeout)
 
 
-@pytest.mark.parametrize(("space", "n_trials", "expected"), [
-    ("lstm", 16, [16, 1024, 32, 512, 64, 256, 128]),
-    ("default", 4, [16, 512]),
-    ("linear_scaling", 20, [8, 2048, 18, 927, 39, 420, 86, 190]),
-])
+@pytest.mark.parametrize(
+    ("space", "n_trials", "expected"),
+    [
+        ("lstm", 16, [16, 1024, 32, 512, 64, 256, 128]),
+        ("default", 4, [16, 512]),
+        ("linear_scaling", 20, [8, 2048, 18, 927, 39, 420, 86, 190]),
+    ],
+)
 def test_fresh_studies_start_with_batch_sizes_spread(space, n_trials, expected):
     mode = bstune.TimeBudget(1)
     study = create_study(mode, seed=0)

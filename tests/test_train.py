@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 import pytest
@@ -46,7 +46,9 @@ def _train(task, hp, **kw):
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     trainer = Trainer(task, device="cpu", **kw)
-    with Run(trial, TimeBudget(1e6), hp, clock=FakeClock(), micro_batch_size=trainer.micro_batch_for(hp.batch_size)) as run:
+    with Run(
+        trial, TimeBudget(1e6), hp, clock=FakeClock(), micro_batch_size=trainer.micro_batch_for(hp.batch_size)
+    ) as run:
         trainer(hp, run)
     study.tell(trial, run.value)
     return run, study.trials[0]
@@ -152,13 +154,15 @@ def test_budget_ends_the_schedule(task):
 
 def test_bad_data_is_named(tmp_path):
     f = tmp_path / "bad.py"
-    f.write_text(textwrap.dedent("""
+    f.write_text(
+        textwrap.dedent("""
         import torch
         def data():
             return torch.zeros(4, 2), torch.zeros(3), torch.zeros(2, 2), torch.zeros(2)
         def model(hp):
             return torch.nn.Linear(2, 2)
-    """))
+    """)
+    )
     with pytest.raises(TaskError, match=r"inputs and targets differ in length \(train 4 vs 3"):
         Trainer(load_task(f), device="cpu").data()
 
@@ -166,5 +170,7 @@ def test_bad_data_is_named(tmp_path):
 def test_device_must_exist(task):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ValueError, match=r"'device' parameter of Trainer must be 'auto', 'cpu' or an available CUDA device"):
+    with pytest.raises(
+        ValueError, match=r"'device' parameter of Trainer must be 'auto', 'cpu' or an available CUDA device"
+    ):
         Trainer(task, device="cuda")
