@@ -13,6 +13,8 @@ What it does, and why:
   so the optimizer sees the same effective batch; both sizes are recorded.
 * The learning rate follows a budget-aware schedule: a short linear warm-up, then a linear decay
   that reaches zero when the time budget or the planned epochs end, whichever comes first.
+* Under a time budget, a step is not started when less than half of the previous step's time is
+  left, so the budget is met on average whatever the batch size, instead of always overrun.
 * Evaluation runs ``evals_per_epoch`` times per epoch and, under a time budget, at least every
   tenth of the budget, outside the training clock.
 * Each trial is seeded (``seed + trial number``).
@@ -232,6 +234,7 @@ class Trainer:
         n_loss = 0
         since_eval = 0
         last_eval_t = 0.0
+        step_s = 0.0
 
         while not run.should_stop and run.samples_seen < planned:
             perm = torch.randperm(n, device=gen.device, generator=gen)
@@ -240,6 +243,12 @@ class Trainer:
                 model.train()
                 with run.training():
                     while pos + batch <= n:
+                        # Stop rather than start a step that would end mostly past the budget:
+                        # on average the budget is then met, for large and small batches alike.
+                        if run.time_left() < 0.5 * step_s:
+                            run.stop("budget")
+                            break
+                        t_step = run.train_seconds
                         mult = _lr_multiplier(run.progress(planned))
                         for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                             g["lr"] = lr * mult
@@ -253,6 +262,7 @@ class Trainer:
                             loss.backward()
                             loss_sum += loss.detach().float()
                         opt.step()
+                        step_s = run.train_seconds - t_step  # host-side; the GPU may lag a little
                         n_loss += 1
                         run.count(batch)
                         since_eval += batch

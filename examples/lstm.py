@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-DEFAULTS = {"space": "lstm", "time_budget": 10, "n_trials": 16}
+DEFAULTS = {"space": "lstm", "time_budget": 10, "n_trials": 12}
 
 _PAD, _UNK = 0, 1
 

@@ -127,7 +127,8 @@ def test_learning_rate_schedule_warms_up_and_decays_to_zero():
     assert _lr_multiplier(1.0) == 0.0
 
 
-def test_budget_ends_the_schedule(task):
+@pytest.mark.parametrize(("budget", "n_steps"), [(2.0, 20), (2.04, 20), (2.06, 21)])
+def test_budget_ends_the_schedule(task, budget, n_steps):
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     clock = FakeClock()
@@ -142,14 +143,15 @@ def test_budget_ends_the_schedule(task):
 
     torch.optim.AdamW.step = step
     try:
-        with Run(trial, TimeBudget(2.0), hp(batch=32, epochs=50), clock=clock) as run:
+        with Run(trial, TimeBudget(budget), hp(batch=32, epochs=50), clock=clock) as run:
             trainer(hp(batch=32, epochs=50), run)
     finally:
         torch.optim.AdamW.step = real_step
     assert run.stop_reason == "budget"
-    assert len(seen) == 20  # 2 s of 0.1 s steps
+    # 0.1 s steps: no step starts with less than half a step (0.05 s) of budget left.
+    assert len(seen) == n_steps
     assert seen[-1] < 0.1 * max(seen)  # the rate is near zero when the budget ends
-    assert max(p.train_s for p in run.curve) == pytest.approx(2.0)
+    assert max(p.train_s for p in run.curve) == pytest.approx(n_steps * 0.1)
 
 
 def test_bad_data_is_named(tmp_path):
