@@ -123,9 +123,18 @@ def run_strategy(
     study.optimize(objective, n_trials=n_trials, callbacks=[cap], catch=(Exception,))
     wall = time.perf_counter() - t0
     states = [t.state for t in study.trials]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    complete = [
+        t
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+    ]
     best_t = max(complete, key=lambda t: t.value) if complete else None
-    pts = [(p.train_s, p.metric) for t in study.trials for p in curve_from_attrs(t) if math.isfinite(p.metric)]
+    pts = [
+        (p.train_s, p.metric)
+        for t in study.trials
+        for p in curve_from_attrs(t)
+        if math.isfinite(p.metric)
+    ]
     return Outcome(
         strategy,
         seed,
@@ -139,29 +148,82 @@ def run_strategy(
     )
 
 
-def simulated(seeds: list[int], n_trials: int, budget: float, total_train_s: float | None) -> list[Outcome]:
+def simulated(
+    seeds: list[int], n_trials: int, budget: float, total_train_s: float | None
+) -> list[Outcome]:
     mode = bstune.TimeBudget(budget)
     space = bstune.load_space("default")
     out = []
     for seed in seeds:
         for strategy in STRATEGIES:
+
             def objective_for(seed: int = seed) -> tuple[Callable[[optuna.Trial], float], float]:
                 task = SyntheticTask(seed=seed, clock=FakeClock())
                 return make_objective(task, space, mode, clock=task.clock), task.chance
 
             out.append(
                 run_strategy(
-                    strategy, seed, mode, space, objective_for,
+                    strategy,
+                    seed,
+                    mode,
+                    space,
+                    objective_for,
                     n_trials=None if total_train_s else n_trials,
-                    total_train_s=total_train_s, chance=0.5,
+                    total_train_s=total_train_s,
+                    chance=0.5,
                 )
             )
     return out
 
 
+#: The real examples: script, search space, per-trial budget (s), total training time (s), chance.
+REAL = {
+    "mlp_blobs": ("examples/mlp_blobs.py", "mlp", 1.0, 16.0, 1 / 3, {}),
+    "lstm": ("examples/lstm.py", "lstm", 3.0, 30.0, 0.5, {}),
+}
+
+
+def real(name: str, seed: int, max_trials: int = 60) -> list[Outcome]:
+    """One real example: every strategy with the same seed and the same total training time."""
+    from bstune.task import load_task
+    from bstune.train import Trainer
+
+    script, space_name, budget, total, chance, options = REAL[name]
+    root = Path(__file__).resolve().parents[1]
+    task = load_task(root / script, options)
+    trainer = Trainer(task, seed=seed)
+    trainer.data()  # loaded once, outside every strategy's time
+    mode = bstune.TimeBudget(budget)
+    space = bstune.load_space(space_name)
+    out = []
+    for strategy in STRATEGIES:
+
+        def objective_for() -> tuple[Callable[[optuna.Trial], float], float]:
+            return make_objective(task, space, mode, trainer=trainer), chance
+
+        o = run_strategy(
+            strategy,
+            seed,
+            mode,
+            space,
+            objective_for,
+            n_trials=max_trials,
+            total_train_s=total,
+            chance=chance,
+        )
+        o.strategy = f"{name}: {strategy}"
+        out.append(o)
+        print(f"  {o.strategy}: {o.wall_s:.0f} s wall", file=sys.stderr, flush=True)
+    return out
+
+
 def table(rows: list[Outcome], title: str) -> str:
-    lines = [f"### {title}", "", "| strategy | seed | training s | finished | stopped | best value | hypervolume |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| strategy | seed | training s | finished | stopped | best value | hypervolume |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         lines.append(
             f"| {r.strategy} | {r.seed} | {r.train_s:.1f} | {r.finished} | {r.stopped} | {r.best:.4f} | {r.hypervolume:.3f} |"
@@ -170,9 +232,12 @@ def table(rows: list[Outcome], title: str) -> str:
 
 
 def summary(rows: list[Outcome], title: str) -> str:
-    lines = [f"### {title}: mean over seeds", "",
-             "| strategy | training s | finished | stopped | best value | hypervolume |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {title}: mean over seeds",
+        "",
+        "| strategy | training s | finished | stopped | best value | hypervolume |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for s in dict.fromkeys(r.strategy for r in rows):
         rs = [r for r in rows if r.strategy == s]
         lines.append(
@@ -185,7 +250,7 @@ def summary(rows: list[Outcome], title: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--n-trials", type=int, default=40)
     ap.add_argument("--budget", type=float, default=30.0)
     ap.add_argument("--real", action="store_true", help="also the MLP and LSTM examples (minutes)")
@@ -202,6 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     print(summary(same_t, f"Simulated task, same total training time ({cap:.0f} s)"))
     print()
     print(table(same_t, "Simulated task, same total training time, per seed"))
+    if args.real:
+        rows = []
+        for name in REAL:
+            rows += real(name, seed=0)
+        print()
+        print(table(rows, "Real examples (CPU), same total training time, seed 0"))
+        print()
+        print(" ".join(f"{r.strategy}: {r.wall_s:.0f} s wall;" for r in rows))
 
 
 if __name__ == "__main__":

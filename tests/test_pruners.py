@@ -37,11 +37,15 @@ MAX = optuna.study.StudyDirection.MAXIMIZE
 MIN = optuna.study.StudyDirection.MINIMIZE
 
 
-def _study(pruner: optuna.pruners.BasePruner, direction: str = "maximize", **kw: object) -> optuna.Study:
+def _study(
+    pruner: optuna.pruners.BasePruner, direction: str = "maximize", **kw: object
+) -> optuna.Study:
     return optuna.create_study(direction=direction, pruner=pruner, **kw)  # type: ignore[arg-type]
 
 
-def _finished(study: optuna.Study, curve: list[tuple[int, float]], state: TrialState = TrialState.COMPLETE) -> None:
+def _finished(
+    study: optuna.Study, curve: list[tuple[int, float]], state: TrialState = TrialState.COMPLETE
+) -> None:
     t = study.ask()
     for step, v in curve:
         t.report(v, step)
@@ -57,6 +61,7 @@ def _ramp(final: float, ms: list[int], end: int = 4000) -> list[tuple[int, float
 
 # ------------------------------------------------------------------ the time axis
 
+
 def test_value_at_interpolates_the_best_so_far_curve_between_uneven_reports() -> None:
     curve = best_so_far([(0.1, 0.2), (0.15, 0.5), (9.0, 0.4), (10.0, 0.9)], MAX)
     assert curve == [(0.1, 0.2), (0.15, 0.5), (9.0, 0.5), (10.0, 0.9)]
@@ -70,7 +75,9 @@ def test_value_at_interpolates_the_best_so_far_curve_between_uneven_reports() ->
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_time_aligned_prunes_the_worst_at_a_rung_in_both_directions(direction: str) -> None:
     sign = 1.0 if direction == "maximize" else -1.0
-    study = _study(TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=3), direction)
+    study = _study(
+        TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=3), direction
+    )
     for final in (0.9, 0.8, 0.7, 0.6):
         _finished(study, [(s, sign * v) for s, v in _ramp(final, [400, 1300, 2500, 4000])])
     good, bad = study.ask(), study.ask()
@@ -115,13 +122,19 @@ def test_time_aligned_waits_for_enough_trials_to_reach_that_time() -> None:
 
 # ------------------------------------------------------------------ conformance, for every pruner
 
+
 def _bstune_pruners() -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
     return {
         "divergence": DivergencePruner,
-        "time-aligned": lambda: TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=2),
+        "time-aligned": lambda: TimeAlignedPruner(
+            min_seconds=1.0, n_startup_trials=2, n_min_trials=2
+        ),
         "target-time": TargetTimePruner,
         "slow": lambda: SlowTrialPruner(budget=10.0),
-        "any": lambda: AnyPruner(DivergencePruner(), TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=2)),
+        "any": lambda: AnyPruner(
+            DivergencePruner(),
+            TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=2),
+        ),
     }
 
 
@@ -149,7 +162,13 @@ def test_no_pruning_before_the_startup_trials() -> None:
 
 @pytest.mark.parametrize(
     ("name", "prunes_nan"),
-    [("divergence", True), ("time-aligned", True), ("target-time", False), ("slow", False), ("any", True)],
+    [
+        ("divergence", True),
+        ("time-aligned", True),
+        ("target-time", False),
+        ("slow", False),
+        ("any", True),
+    ],
 )
 def test_nan_policy(name: str, prunes_nan: bool) -> None:
     """NaN latest values: the divergence and time-aligned pruners stop the trial (diverged) with no
@@ -197,9 +216,14 @@ def test_through_study_optimize_on_every_storage(storage_kind: str, tmp_path: Pa
         storage = f"sqlite:///{tmp_path / 'p.db'}"
     elif storage_kind == "journal":
         storage = bstune.study.resolve_storage(f"journal:{tmp_path / 'p.log'}")
-    pruner = AnyPruner(DivergencePruner(), TimeAlignedPruner(min_seconds=1.0, n_startup_trials=3, n_min_trials=3))
+    pruner = AnyPruner(
+        DivergencePruner(), TimeAlignedPruner(min_seconds=1.0, n_startup_trials=3, n_min_trials=3)
+    )
     study = optuna.create_study(
-        direction="maximize", pruner=pruner, storage=storage, sampler=optuna.samplers.RandomSampler(seed=1)
+        direction="maximize",
+        pruner=pruner,
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=1),
     )
     study.optimize(_objective, n_trials=16)
     states = [t.state for t in study.trials]
@@ -214,7 +238,9 @@ def test_through_study_optimize_on_every_storage(storage_kind: str, tmp_path: Pa
 
 def test_two_threads_share_one_pruner() -> None:
     pruner = default_pruner(bstune.TimeBudget(7.0))
-    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     study.optimize(_objective, n_trials=24, n_jobs=2)
     states = [t.state for t in study.trials]
     assert len(states) == 24 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
@@ -228,34 +254,60 @@ def test_composes_with_optuna_pruners_and_names_them() -> None:
     assert t.should_prune()
     assert pruner.explain(study, t.number) == PruneReason("ThresholdPruner", "")
     sh = AnyPruner(DivergencePruner(), optuna.pruners.SuccessiveHalvingPruner())
-    study2 = optuna.create_study(direction="maximize", pruner=sh, sampler=optuna.samplers.RandomSampler(seed=0))
+    study2 = optuna.create_study(
+        direction="maximize", pruner=sh, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     study2.optimize(_objective, n_trials=12)
     assert any(t.state == TrialState.PRUNED for t in study2.trials)
 
 
 # ------------------------------------------------------------------ validation at the door
 
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: DivergencePruner(loss_factor=1.0), r"'loss_factor' parameter of DivergencePruner must be .* Got 1.0"),
-        (lambda: DivergencePruner(n_warmup_reports=-1), r"'n_warmup_reports' parameter of DivergencePruner"),
-        (lambda: TimeAlignedPruner(0.0), r"'first_rung_fraction' parameter of TimeAlignedPruner .* Got 0.0"),
-        (lambda: TimeAlignedPruner(reduction_factor=1), r"'reduction_factor' parameter .* Got 1 instead"),
-        (lambda: TimeAlignedPruner(n_min_trials=0), r"'n_min_trials' parameter .* \[1, inf\)\. Got 0"),
+        (
+            lambda: DivergencePruner(loss_factor=1.0),
+            r"'loss_factor' parameter of DivergencePruner must be .* Got 1.0",
+        ),
+        (
+            lambda: DivergencePruner(n_warmup_reports=-1),
+            r"'n_warmup_reports' parameter of DivergencePruner",
+        ),
+        (
+            lambda: TimeAlignedPruner(0.0),
+            r"'first_rung_fraction' parameter of TimeAlignedPruner .* Got 0.0",
+        ),
+        (
+            lambda: TimeAlignedPruner(reduction_factor=1),
+            r"'reduction_factor' parameter .* Got 1 instead",
+        ),
+        (
+            lambda: TimeAlignedPruner(n_min_trials=0),
+            r"'n_min_trials' parameter .* \[1, inf\)\. Got 0",
+        ),
         (lambda: TimeAlignedPruner(peer_progress=2), r"'peer_progress' parameter .* Got 2"),
         (lambda: TimeAlignedPruner(percentile=101), r"'percentile' parameter .* Got 101"),
         (lambda: TimeAlignedPruner(min_seconds=-1.0), r"'min_seconds' parameter .* Got -1.0"),
-        (lambda: TargetTimePruner(margin=-0.1), r"'margin' parameter of TargetTimePruner .* Got -0.1"),
+        (
+            lambda: TargetTimePruner(margin=-0.1),
+            r"'margin' parameter of TargetTimePruner .* Got -0.1",
+        ),
         (lambda: TargetTimePruner(optimism=0.5), r"'optimism' parameter .* Got 0.5"),
         (lambda: SlowTrialPruner(budget=0), r"'budget' parameter of SlowTrialPruner .* Got 0"),
         (lambda: SlowTrialPruner(min_evaluations=0), r"'min_evaluations' parameter .* Got 0"),
         (lambda: AnyPruner(), r"'pruners' parameter of AnyPruner must be at least one"),
         (lambda: AnyPruner("median"), r"'pruners' parameter of AnyPruner .* Got 'median'"),  # type: ignore[arg-type]
-        (lambda: make_pruner("asha", bstune.TimeBudget(5)), r"'pruner' parameter of make_pruner .* Got 'asha'"),
+        (
+            lambda: make_pruner("asha", bstune.TimeBudget(5)),
+            r"'pruner' parameter of make_pruner .* Got 'asha'",
+        ),
     ],
 )
-def test_bad_parameters_are_refused_with_one_message_template(make: Callable[[], object], match: str) -> None:
+def test_bad_parameters_are_refused_with_one_message_template(
+    make: Callable[[], object], match: str
+) -> None:
     with pytest.raises(InvalidParameterError, match=match):
         make()
 
@@ -271,12 +323,17 @@ def test_make_pruner_knows_every_name_and_picks_a_default_per_mode() -> None:
 
 def test_importing_the_pruners_does_not_import_torch() -> None:
     code = "import sys, bstune.pruners, bstune.study; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1]
+    )
 
 
 # ------------------------------------------------------------------ through bstune's Run
 
-def _run_study(mode: bstune.objectives.Mode, pruner: optuna.pruners.BasePruner, space: str = "default") -> optuna.Study:
+
+def _run_study(
+    mode: bstune.objectives.Mode, pruner: optuna.pruners.BasePruner, space: str = "default"
+) -> optuna.Study:
     return create_study(mode, space=bstune.load_space(space), pruner=pruner, seed=0)
 
 
@@ -303,9 +360,13 @@ def test_a_nan_trial_is_stopped_at_its_first_report() -> None:
 
 def test_a_loss_that_explodes_is_stopped_as_diverged_by_the_divergence_pruner() -> None:
     clock = FakeClock()
-    study = optuna.create_study(direction="maximize", pruner=AnyPruner(DivergencePruner(loss_factor=3.0)))
+    study = optuna.create_study(
+        direction="maximize", pruner=AnyPruner(DivergencePruner(loss_factor=3.0))
+    )
     trial = study.ask()
-    with pytest.raises(optuna.TrialPruned, match="pruned by DivergencePruner at step 3000: loss 3.5 grew past 3 x"):
+    with pytest.raises(
+        optuna.TrialPruned, match="pruned by DivergencePruner at step 3000: loss 3.5 grew past 3 x"
+    ):
         with bstune.Run(trial, bstune.TimeBudget(60.0), clock=clock) as run:
             for loss in (1.0, 1.4, 3.5, 1.0):
                 with run.training():
@@ -318,7 +379,9 @@ def test_a_loss_that_explodes_is_stopped_as_diverged_by_the_divergence_pruner() 
 
 def test_an_optuna_pruner_is_named_in_the_stop_detail() -> None:
     clock = FakeClock()
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5)
+    )
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match=r"^pruned by ThresholdPruner at step 1000$"):
         with bstune.Run(trial, bstune.TimeBudget(60.0), clock=clock) as run:
@@ -382,15 +445,27 @@ def test_target_time_pruner_stops_trials_slower_than_the_best_time_to_target() -
     mode = bstune.Target(0.8)
     task = SyntheticTask(seed=0, clock=FakeClock())
     space = bstune.load_space("default")
-    study = create_study(mode, space=space, pruner=AnyPruner(DivergencePruner(), TargetTimePruner(margin=0.1)), seed=0)
-    study.enqueue_trial({"log2_batch_size": 8, "learning_rate": 6e-3, "epochs": 10})  # reaches 0.8 fast
+    study = create_study(
+        mode,
+        space=space,
+        pruner=AnyPruner(DivergencePruner(), TargetTimePruner(margin=0.1)),
+        seed=0,
+    )
+    study.enqueue_trial(
+        {"log2_batch_size": 8, "learning_rate": 6e-3, "epochs": 10}
+    )  # reaches 0.8 fast
     study.enqueue_trial({"log2_batch_size": 4, "learning_rate": 1.5e-3, "epochs": 10})  # slow
-    study.enqueue_trial({"log2_batch_size": 7, "learning_rate": 1.5e-4, "epochs": 10})  # plateaus far below
+    study.enqueue_trial(
+        {"log2_batch_size": 7, "learning_rate": 1.5e-4, "epochs": 10}
+    )  # plateaus far below
     study.optimize(make_objective(task, space, mode, clock=task.clock), n_trials=3)
     fast, slow, flat = study.trials
     assert fast.state == TrialState.COMPLETE and fast.user_attrs["reached_target"]
     assert slow.state == TrialState.PRUNED
-    assert "without reaching the target, more than 1.1 x the best time-to-target" in slow.user_attrs["stop_detail"]
+    assert (
+        "without reaching the target, more than 1.1 x the best time-to-target"
+        in slow.user_attrs["stop_detail"]
+    )
     assert slow.user_attrs["train_s"] <= 1.1 * fast.value + 2.0
     assert flat.state == TrialState.PRUNED
     assert flat.user_attrs["stop_detail"].startswith("pruned by TargetTimePruner")
@@ -414,7 +489,10 @@ def test_slow_trial_pruner_stops_a_trial_that_fits_too_few_evaluations() -> None
     mode = bstune.TimeBudget(10.0)
     study = _run_study(mode, default_pruner(mode))
     trial = study.ask()
-    with pytest.raises(optuna.TrialPruned, match=r"SlowTrialPruner at step 6000: one evaluation every 6.00 s: 1 of the 2"):
+    with pytest.raises(
+        optuna.TrialPruned,
+        match=r"SlowTrialPruner at step 6000: one evaluation every 6.00 s: 1 of the 2",
+    ):
         with bstune.Run(trial, mode, clock=clock) as run:
             with run.training():
                 clock.advance(6.0)
@@ -438,7 +516,7 @@ def test_slow_trial_pruner_first_epoch_rule_needs_a_faster_trial() -> None:
 
 # ------------------------------------------------------------------ out of memory, faked on CPU
 
-_OOM_TASK = '''
+_OOM_TASK = """
 import numpy as np
 import torch
 from torch import nn
@@ -469,7 +547,7 @@ class Net(nn.Module):
 
 def model(hp):
     return Net(int(hp.get("hidden", 8)))
-'''
+"""
 
 
 def test_out_of_memory_is_recorded_as_infeasible_and_not_retried_blindly(tmp_path: Path) -> None:
@@ -488,13 +566,30 @@ def test_out_of_memory_is_recorded_as_infeasible_and_not_retried_blindly(tmp_pat
             "batch_size": {"low": 64, "high": 1024, "powers_of_two": True},
             "learning_rate": {"low": 1e-3, "high": 1e-1},
             "epochs": {"low": 1, "high": 2},
-            "params": {"hidden": {"type": "int", "low": 8, "high": 16}, "dropout": {"type": "float", "low": 0.0, "high": 0.5}},
+            "params": {
+                "hidden": {"type": "int", "low": 8, "high": 16},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            },
         }
     )
     mode = bstune.TimeBudget(0.2)
     study = create_study(mode, space=space, storage=f"sqlite:///{tmp_path / 'oom.db'}", seed=0)
-    for log2, hidden, dropout in ((8, 8, 0.1), (10, 8, 0.3), (9, 16, 0.0), (6, 8, 0.2), (9, 8, 0.4)):
-        study.enqueue_trial({"log2_batch_size": log2, "learning_rate": 1e-2, "epochs": 1, "hidden": hidden, "dropout": dropout})
+    for log2, hidden, dropout in (
+        (8, 8, 0.1),
+        (10, 8, 0.3),
+        (9, 16, 0.0),
+        (6, 8, 0.2),
+        (9, 8, 0.4),
+    ):
+        study.enqueue_trial(
+            {
+                "log2_batch_size": log2,
+                "learning_rate": 1e-2,
+                "epochs": 1,
+                "hidden": hidden,
+                "dropout": dropout,
+            }
+        )
     objective = make_objective(task, space, mode, trainer=Trainer(task, seed=0))
     seen: list[int] = []
 
@@ -519,7 +614,11 @@ def test_out_of_memory_is_recorded_as_infeasible_and_not_retried_blindly(tmp_pat
     assert skipped512.user_attrs["stop_detail"].startswith("not trained: batch 512")
     assert seen[4] == seen[3]
     # the sampler (TPE with constraints) ranks every out-of-memory trial as infeasible
-    assert all(t.constraints["out_of_memory"] == 1.0 for t in trials if t.user_attrs["stop_reason"] == "oom")
+    assert all(
+        t.constraints["out_of_memory"] == 1.0
+        for t in trials
+        if t.user_attrs["stop_reason"] == "oom"
+    )
 
 
 def test_known_out_of_memory_respects_gradient_accumulation() -> None:
@@ -530,13 +629,16 @@ def test_known_out_of_memory_respects_gradient_accumulation() -> None:
     old.set_user_attr("micro_batch_size", 256)
     study.tell(old, state=TrialState.PRUNED)
     new = study.ask()
-    assert known_out_of_memory(new, 2048, micro_batch_size=128) is None  # accumulates smaller pieces
+    assert (
+        known_out_of_memory(new, 2048, micro_batch_size=128) is None
+    )  # accumulates smaller pieces
     assert known_out_of_memory(new, 2048, micro_batch_size=256) == (
         "batch 2048 (micro-batch 256) >= 256, which ran out of memory in trial 0"
     )
 
 
 # ------------------------------------------------------------------ the command
+
 
 def test_cli_rejects_an_unknown_pruner(capsys: pytest.CaptureFixture[str]) -> None:
     from bstune.cli import main
@@ -548,15 +650,29 @@ def test_cli_rejects_an_unknown_pruner(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.parametrize("name", ["none", "default"])
-def test_cli_optimize_with_a_pruner(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_optimize_with_a_pruner(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bstune.cli import main
 
     root = Path(__file__).resolve().parents[1]
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    main([
-        "optimize", str(root / "examples" / "mlp_blobs.py"), "--time-budget", "0.2", "--n-trials", "3",
-        "--storage", db, "--pruner", name, "--task-option", "n_samples=3000",
-    ])
+    main(
+        [
+            "optimize",
+            str(root / "examples" / "mlp_blobs.py"),
+            "--time-budget",
+            "0.2",
+            "--n-trials",
+            "3",
+            "--storage",
+            db,
+            "--pruner",
+            name,
+            "--task-option",
+            "n_samples=3000",
+        ]
+    )
     assert "Best configurations" in capsys.readouterr().out
     study = optuna.load_study(study_name="mlp_blobs-budget-0.2s", storage=db)
     assert len(study.trials) == 3

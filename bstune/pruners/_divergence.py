@@ -41,12 +41,25 @@ class DivergencePruner(ExplainingPruner):
 
     def __init__(self, loss_factor: float = 3.0, n_warmup_reports: int = 1) -> None:
         super().__init__()
-        if isinstance(loss_factor, bool) or not isinstance(loss_factor, (int, float)) or not (
-            math.isfinite(loss_factor) and loss_factor > 1
+        if (
+            isinstance(loss_factor, bool)
+            or not isinstance(loss_factor, (int, float))
+            or not (math.isfinite(loss_factor) and loss_factor > 1)
         ):
-            raise invalid("loss_factor", "DivergencePruner", "a finite number greater than 1", loss_factor)
-        if isinstance(n_warmup_reports, bool) or not isinstance(n_warmup_reports, int) or n_warmup_reports < 0:
-            raise invalid("n_warmup_reports", "DivergencePruner", "an int in the range [0, inf)", n_warmup_reports)
+            raise invalid(
+                "loss_factor", "DivergencePruner", "a finite number greater than 1", loss_factor
+            )
+        if (
+            isinstance(n_warmup_reports, bool)
+            or not isinstance(n_warmup_reports, int)
+            or n_warmup_reports < 0
+        ):
+            raise invalid(
+                "n_warmup_reports",
+                "DivergencePruner",
+                "an int in the range [0, inf)",
+                n_warmup_reports,
+            )
         self.loss_factor = float(loss_factor)
         self.n_warmup_reports = n_warmup_reports
 
@@ -70,6 +83,7 @@ class DivergencePruner(ExplainingPruner):
         first = next((x for x in losses if math.isfinite(x)), math.nan)
         if first > 0 and last > self.loss_factor * first:
             return self._reason(
-                f"loss {last:.4g} grew past {self.loss_factor:g} x its first value {first:.4g}", "diverged"
+                f"loss {last:.4g} grew past {self.loss_factor:g} x its first value {first:.4g}",
+                "diverged",
             )
         return None

@@ -22,7 +22,9 @@ from optuna.trial import TrialState
 __all__ = ["known_out_of_memory"]
 
 #: Parameters bstune's search space owns; none of them changes the model's size.
-_CORE = frozenset({"log2_batch_size", "batch_size", "learning_rate", "base_learning_rate", "epochs"})
+_CORE = frozenset(
+    {"log2_batch_size", "batch_size", "learning_rate", "base_learning_rate", "epochs"}
+)
 
 
 def _model_key(params: dict[str, Any], distributions: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +36,9 @@ def _model_key(params: dict[str, Any], distributions: dict[str, Any]) -> dict[st
 
 
 def known_out_of_memory(
-    trial: optuna.Trial | optuna.trial.FrozenTrial, batch_size: int, micro_batch_size: int | None = None
+    trial: optuna.Trial,
+    batch_size: int,
+    micro_batch_size: int | None = None,
 ) -> str | None:
     """Why ``trial`` would run out of memory, if an earlier trial of its study proved it; else ``None``.
 
@@ -55,7 +59,9 @@ def known_out_of_memory(
     micro = micro_batch_size or batch_size
     study = trial.study
     key = _model_key(trial.params, trial.distributions)
-    for old in study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL)):
+    for old in study.get_trials(
+        deepcopy=False, states=(TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL)
+    ):
         ua = old.user_attrs
         if ua.get("stop_reason") != "oom" or old.number == trial.number:
             continue

@@ -8,7 +8,15 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from bstune.errors import invalid
-from bstune.pruners._base import ExplainingPruner, PruneReason, curve_column, others, planned_end, points, study_budget
+from bstune.pruners._base import (
+    ExplainingPruner,
+    PruneReason,
+    curve_column,
+    others,
+    planned_end,
+    points,
+    study_budget,
+)
 
 __all__ = ["SlowTrialPruner"]
 
@@ -46,14 +54,24 @@ class SlowTrialPruner(ExplainingPruner):
         True
     """
 
-    def __init__(self, budget: float | None = None, *, min_evaluations: int = 2, first_epoch: bool = False) -> None:
+    def __init__(
+        self, budget: float | None = None, *, min_evaluations: int = 2, first_epoch: bool = False
+    ) -> None:
         super().__init__()
         owner = "SlowTrialPruner"
         if budget is not None and (
-            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not (math.isfinite(budget) and budget > 0)
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (math.isfinite(budget) and budget > 0)
         ):
-            raise invalid("budget", owner, "a finite number of seconds greater than 0 or None", budget)
-        if isinstance(min_evaluations, bool) or not isinstance(min_evaluations, int) or min_evaluations < 1:
+            raise invalid(
+                "budget", owner, "a finite number of seconds greater than 0 or None", budget
+            )
+        if (
+            isinstance(min_evaluations, bool)
+            or not isinstance(min_evaluations, int)
+            or min_evaluations < 1
+        ):
             raise invalid("min_evaluations", owner, "an int in the range [1, inf)", min_evaluations)
         if not isinstance(first_epoch, bool):
             raise invalid("first_epoch", owner, "True or False", first_epoch)
@@ -96,7 +114,7 @@ def _epoch_within(study: optuna.Study, trial: FrozenTrial, budget: float) -> int
     """A trial that finished its first epoch within the budget, if any."""
     for other in others(study, trial):
         times = [step / 1000.0 for step in sorted(other.intermediate_values)]
-        for s, e in zip(times, curve_column(other, "epoch")):
+        for s, e in zip(times, curve_column(other, "epoch"), strict=False):
             if e >= 1 and s <= budget:
                 return other.number
     return None

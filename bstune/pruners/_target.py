@@ -20,7 +20,12 @@ def _best_time_to_target(study: optuna.Study) -> tuple[float, int] | None:
         reached = t.user_attrs.get("reached_target")
         if reached is None:  # not written by bstune's run: feasibility says whether it reached it
             reached = t.constraints.get("target_shortfall", math.inf) <= 0.0
-        if reached and t.value is not None and math.isfinite(t.value) and (best is None or t.value < best[0]):
+        if (
+            reached
+            and t.value is not None
+            and math.isfinite(t.value)
+            and (best is None or t.value < best[0])
+        ):
             best = (t.value, t.number)
     return best
 
@@ -70,13 +75,31 @@ class TargetTimePruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "TargetTimePruner"
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin >= 0):
+        if (
+            isinstance(margin, bool)
+            or not isinstance(margin, (int, float))
+            or not (math.isfinite(margin) and margin >= 0)
+        ):
             raise invalid("margin", owner, "a finite number of at least 0", margin)
-        if isinstance(optimism, bool) or not isinstance(optimism, (int, float)) or not (math.isfinite(optimism) and optimism >= 1):
+        if (
+            isinstance(optimism, bool)
+            or not isinstance(optimism, (int, float))
+            or not (math.isfinite(optimism) and optimism >= 1)
+        ):
             raise invalid("optimism", owner, "a finite number of at least 1", optimism)
-        if isinstance(n_warmup_reports, bool) or not isinstance(n_warmup_reports, int) or n_warmup_reports < 2:
-            raise invalid("n_warmup_reports", owner, "an int in the range [2, inf)", n_warmup_reports)
-        if isinstance(min_progress, bool) or not isinstance(min_progress, (int, float)) or not 0 <= min_progress <= 1:
+        if (
+            isinstance(n_warmup_reports, bool)
+            or not isinstance(n_warmup_reports, int)
+            or n_warmup_reports < 2
+        ):
+            raise invalid(
+                "n_warmup_reports", owner, "an int in the range [2, inf)", n_warmup_reports
+            )
+        if (
+            isinstance(min_progress, bool)
+            or not isinstance(min_progress, (int, float))
+            or not 0 <= min_progress <= 1
+        ):
             raise invalid("min_progress", owner, "a number in the range [0, 1]", min_progress)
         self.margin = float(margin)
         self.optimism = float(optimism)
@@ -101,12 +124,15 @@ class TargetTimePruner(ExplainingPruner):
                 f"the best time-to-target {best[0]:.2f} s (trial {best[1]})"
             )
         end = planned_end(trial, None)
-        if len(pts) < self.n_warmup_reports or end is None or t >= end or t < self.min_progress * end:
+        if (
+            len(pts) < self.n_warmup_reports
+            or end is None
+            or t >= end
+            or t < self.min_progress * end
+        ):
             return None
         later = curve[len(curve) // 2 - 1 :] if len(curve) >= 2 else curve
-        rates = [
-            (a[1] - b[1]) / (b[0] - a[0]) for a, b in zip(later, later[1:]) if b[0] > a[0]
-        ]
+        rates = [(a[1] - b[1]) / (b[0] - a[0]) for a, b in zip(later, later[1:], strict=False) if b[0] > a[0]]
         rate = max(rates, default=0.0)
         projected = gap - self.optimism * rate * (end - t)
         if projected > 0.0:

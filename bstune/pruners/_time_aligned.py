@@ -107,22 +107,55 @@ class TimeAlignedPruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "TimeAlignedPruner"
-        _number(owner, "first_rung_fraction", first_rung_fraction, "a number in the range (0, 1)",
-                isinstance(first_rung_fraction, (int, float)) and 0 < first_rung_fraction < 1)
+        _number(
+            owner,
+            "first_rung_fraction",
+            first_rung_fraction,
+            "a number in the range (0, 1)",
+            isinstance(first_rung_fraction, (int, float)) and 0 < first_rung_fraction < 1,
+        )
         if min_seconds is not None:
-            _number(owner, "min_seconds", min_seconds, "a finite number greater than 0 or None",
-                    isinstance(min_seconds, (int, float)) and math.isfinite(min_seconds) and min_seconds > 0)
-        _number(owner, "reduction_factor", reduction_factor, "a finite number greater than 1",
-                isinstance(reduction_factor, (int, float)) and math.isfinite(reduction_factor) and reduction_factor > 1)
+            _number(
+                owner,
+                "min_seconds",
+                min_seconds,
+                "a finite number greater than 0 or None",
+                isinstance(min_seconds, (int, float))
+                and math.isfinite(min_seconds)
+                and min_seconds > 0,
+            )
+        _number(
+            owner,
+            "reduction_factor",
+            reduction_factor,
+            "a finite number greater than 1",
+            isinstance(reduction_factor, (int, float))
+            and math.isfinite(reduction_factor)
+            and reduction_factor > 1,
+        )
         for name, n in (("n_startup_trials", n_startup_trials), ("n_min_trials", n_min_trials)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < (0 if name == "n_startup_trials" else 1):
+            if (
+                isinstance(n, bool)
+                or not isinstance(n, int)
+                or n < (0 if name == "n_startup_trials" else 1)
+            ):
                 lo = 0 if name == "n_startup_trials" else 1
                 raise invalid(name, owner, f"an int in the range [{lo}, inf)", n)
-        _number(owner, "peer_progress", peer_progress, "a number in the range [0, 1]",
-                isinstance(peer_progress, (int, float)) and 0 <= peer_progress <= 1)
+        _number(
+            owner,
+            "peer_progress",
+            peer_progress,
+            "a number in the range [0, 1]",
+            isinstance(peer_progress, (int, float)) and 0 <= peer_progress <= 1,
+        )
         if percentile is not None:
-            _number(owner, "percentile", percentile, "a number in the range [0, 100] or None",
-                    isinstance(percentile, (int, float)) and 0 <= percentile <= 100)
+            _number(
+                owner,
+                "percentile",
+                percentile,
+                "a number in the range [0, 100] or None",
+                isinstance(percentile, (int, float)) and 0 <= percentile <= 100,
+            )
         self.first_rung_fraction = float(first_rung_fraction)
         self.min_seconds = None if min_seconds is None else float(min_seconds)
         self.reduction_factor = float(reduction_factor)
