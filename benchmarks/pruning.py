@@ -36,7 +36,13 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bstune  # noqa: E402
-from bstune.pruners import default_pruner  # noqa: E402
+from bstune.pruners import (  # noqa: E402
+    AnyPruner,
+    DivergencePruner,
+    SlowTrialPruner,
+    TimeAlignedPruner,
+    default_pruner,
+)
 from bstune.run import curve_from_attrs  # noqa: E402
 from bstune.study import create_study, make_objective  # noqa: E402
 from bstune.testing import FakeClock, SyntheticTask  # noqa: E402
@@ -59,9 +65,20 @@ class _EpochSteps:
         return getattr(self._trial, name)
 
 
+#: Settings of the time-aligned pruner to try instead of bstune's default (``--variant``).
+VARIANTS: dict[str, dict[str, float]] = {
+    "keep-third": {"reduction_factor": 3.0},
+    "equal-time": {"peer_progress": 1.0},
+    "fraction": {"peer_progress": 0.0},
+}
+
+
 def make_pruner(strategy: str, mode: bstune.TimeBudget) -> optuna.pruners.BasePruner:
     if strategy == "bstune default":
         return default_pruner(mode)
+    if strategy.startswith("variant "):
+        kw = VARIANTS[strategy.removeprefix("variant ")]
+        return AnyPruner(DivergencePruner(), SlowTrialPruner(), TimeAlignedPruner(**kw))  # type: ignore[arg-type]
     if strategy == "no pruning":
         return optuna.pruners.NopPruner()
     if strategy == "median, epoch steps":
@@ -232,18 +249,25 @@ def table(rows: list[Outcome], title: str) -> str:
 
 
 def summary(rows: list[Outcome], title: str) -> str:
+    """Means over seeds; against no pruning, the time spent and the best value, seed by seed."""
+    nop = {r.seed: r for r in rows if r.strategy.endswith("no pruning")}
     lines = [
         f"### {title}: mean over seeds",
         "",
-        "| strategy | training s | finished | stopped | best value | hypervolume |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| strategy | training s | time / no pruning | finished | stopped | best value "
+        "| best vs no pruning | seeds within 1% | hypervolume |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in dict.fromkeys(r.strategy for r in rows):
         rs = [r for r in rows if r.strategy == s]
+        ratio = statistics.mean(r.train_s / nop[r.seed].train_s for r in rs) if nop else math.nan
+        gap = [(r.best - nop[r.seed].best) / nop[r.seed].best * 100 for r in rs] if nop else []
+        within = sum(g >= -1.0 for g in gap)
         lines.append(
-            f"| {s} | {statistics.mean(r.train_s for r in rs):.1f} | {statistics.mean(r.finished for r in rs):.1f} "
-            f"| {statistics.mean(r.stopped for r in rs):.1f} | {statistics.mean(r.best for r in rs):.4f} "
-            f"| {statistics.mean(r.hypervolume for r in rs):.3f} |"
+            f"| {s} | {statistics.mean(r.train_s for r in rs):.1f} | {ratio:.3f} "
+            f"| {statistics.mean(r.finished for r in rs):.1f} | {statistics.mean(r.stopped for r in rs):.1f} "
+            f"| {statistics.mean(r.best for r in rs):.4f} | {statistics.mean(gap) if gap else math.nan:+.2f}% "
+            f"| {within}/{len(rs)} | {statistics.mean(r.hypervolume for r in rs):.3f} |"
         )
     return "\n".join(lines)
 
@@ -254,9 +278,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-trials", type=int, default=40)
     ap.add_argument("--budget", type=float, default=30.0)
     ap.add_argument("--real", action="store_true", help="also the MLP and LSTM examples (minutes)")
+    ap.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        help="only the same-number-of-trials comparison, for this time-aligned setting against "
+        "bstune's default and no pruning",
+    )
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = list(range(args.seeds))
+    if args.variant:
+        global STRATEGIES
+        STRATEGIES = ("bstune default", f"variant {args.variant}", "no pruning")
+        rows = simulated(seeds, args.n_trials, args.budget, None)
+        print(summary(rows, f"Simulated task, {args.n_trials} trials each, variant {args.variant}"))
+        print()
+        print(table(rows, f"Simulated task, variant {args.variant}, per seed"))
+        return
     same_n = simulated(seeds, args.n_trials, args.budget, None)
     print(summary(same_n, f"Simulated task, {args.n_trials} trials each, budget {args.budget:g} s"))
     print()
