@@ -20,6 +20,7 @@ from bstune._version import __version__
 if TYPE_CHECKING:
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
     from bstune.objectives import Target, TimeBudget
+    from bstune.pruners import default_pruner
     from bstune.run import CurvePoint, Run
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
     from bstune.study import create_study, make_objective, optimize
@@ -39,6 +40,7 @@ __all__ = [
     "TimeBudget",
     "__version__",
     "create_study",
+    "default_pruner",
     "load_space",
     "load_task",
     "make_objective",
@@ -62,6 +64,7 @@ _WHERE = {
     "create_study": "bstune.study",
     "make_objective": "bstune.study",
     "optimize": "bstune.study",
+    "default_pruner": "bstune.pruners",
     "Task": "bstune.task",
     "load_task": "bstune.task",
 }

@@ -109,6 +109,14 @@ def optimize(
         typer.Option("--micro-batch-size", help="Largest batch through the model at once; larger batches accumulate gradients."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of each trial's training.")] = 0,
+    pruner: Annotated[
+        str,
+        typer.Option(
+            "--pruner",
+            help="default (bstune's for the mode: divergence, slow or target-time, time-aligned), none, "
+            "divergence, time-aligned, target-time, slow, or Optuna's median, successive-halving, hyperband.",
+        ),
+    ] = "default",
     task_option: Annotated[
         Optional[list[str]],
         typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable."),
@@ -142,6 +150,10 @@ def optimize(
         raise BstuneError(f"--target must be a finite number; got {target}")
     if clock not in ("train", "wall"):
         raise BstuneError(f"--clock must be 'train' or 'wall'; got {clock!r}")
+    from bstune.pruners import PRUNER_NAMES, make_pruner
+
+    if pruner not in PRUNER_NAMES:
+        raise BstuneError(f"--pruner must be one of {', '.join(PRUNER_NAMES)}; got {pruner!r}")
 
     task = load_task(script, _parse_options(task_option or []))
     defaults = task.defaults
@@ -164,7 +176,9 @@ def optimize(
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep each trial on one line
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
-    study = create_study(mode, space=the_space, storage=storage, study_name=study_name, seed=seed)
+    study = create_study(
+        mode, space=the_space, storage=storage, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
+    )
     before = len(study.trials)
     enqueue_batch_sweep(study, the_space, n_trials)
 

@@ -310,7 +310,8 @@ class Run:
         elif self.budget_spent:
             self.stop("budget")
         if self.stop_reason is None and self.trial.should_prune():
-            self.stop("pruned", f"pruned by {type(self.trial.study.pruner).__name__} at step {step}")
+            pruner, why, outcome = _prune_reason(self.trial)
+            self.stop(outcome, f"pruned by {pruner} at step {step}" + (f": {why}" if why else ""))
             self._record()
             raise optuna.TrialPruned(self.stop_detail)
 
@@ -408,6 +409,16 @@ class Run:
             self.extra_attrs["traceback"] = "".join(traceback.format_exception(exc_type, exc, tb)[-3:])[-2000:]
         if not self._recorded or exc_type is None:
             self._record()
+
+
+def _prune_reason(trial: optuna.Trial) -> tuple[str, str, str]:
+    """Which pruner stopped the trial, why, and the stop reason: bstune's pruners explain themselves."""
+    pruner = trial.study.pruner
+    explain = getattr(pruner, "explain", None)
+    reason = explain(trial.study, trial.number) if callable(explain) else None
+    if reason is None or reason.outcome not in STOP_REASONS:
+        return type(pruner).__name__, "", "pruned"
+    return reason.pruner, reason.why, reason.outcome
 
 
 def _slowest_hit(trial: optuna.Trial) -> float | None:

@@ -21,6 +21,7 @@ from bstune._version import __version__
 from bstune.errors import BstuneError, StorageError, invalid
 from bstune.memory import free_memory, is_oom
 from bstune.objectives import Mode, mode_from_attrs
+from bstune.pruners import known_out_of_memory
 from bstune.run import CurvePoint, Run
 from bstune.space import SearchSpace
 from bstune.task import Task
@@ -213,7 +214,9 @@ def make_objective(
     with ``data`` and ``model`` trains with ``trainer`` (the built-in one by default).
 
     Out of memory is an outcome: the trial is recorded with its batch size, marked infeasible
-    (constraint violated) and pruned; memory is freed and the study goes on.
+    (constraint violated) and pruned; memory is freed and the study goes on. A later trial of the
+    same model whose micro-batch is at least as large is recorded the same way without training
+    (:func:`bstune.pruners.known_out_of_memory`).
     """
     if isinstance(task, Task):
         train_fn = task.get("train")
@@ -244,6 +247,10 @@ def make_objective(
         )
         try:
             with run:
+                known = known_out_of_memory(trial, hp.batch_size, micro)
+                if known is not None:  # not trained blindly again: recorded as out of memory
+                    run.stop("oom", f"not trained: {known}")
+                    raise optuna.TrialPruned(run.stop_detail)
                 train_fn(hp, run)
                 if not run.curve:
                     raise RuntimeError("train() returned without calling run.report(metric)")

@@ -47,7 +47,7 @@ def test_lstm_time_budget_end_to_end(cli, tmp_path):
     for t in study.trials:
         assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         ua = t.user_attrs
-        assert ua["stop_reason"] in ("budget", "epochs")
+        assert ua["stop_reason"] in ("budget", "epochs", "pruned")
         assert 0 < ua["train_s"] < 3.0  # within half a step of 1.5 s; steps are slow on a busy machine
         assert ua["throughput"] > 0 and ua["batch_size"] >= 16 and ua["micro_batch_size"] == ua["batch_size"]
         steps = sorted(t.intermediate_values)

@@ -1,0 +1,172 @@
+"""What every bstune pruner shares: the reason it gives, and reading curves on the time axis.
+
+Intermediate values are reported at step = elapsed training milliseconds (see :mod:`bstune.run`), so
+a trial's curve is a list of ``(seconds, value)`` points. Two trials never report at the same
+millisecond; they are compared through their *best-so-far* curves, interpolated linearly between
+report points, at the same elapsed time.
+
+Each bstune pruner remembers why it pruned a trial, and :meth:`ExplainingPruner.explain` hands the
+reason over once: :class:`bstune.Run` asks for it and writes it into the trial's ``stop_detail``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["ExplainingPruner", "PruneReason"]
+
+
+class PruneReason(NamedTuple):
+    """Why a trial was pruned: which pruner, in words, and the stop reason it means.
+
+    ``outcome`` is the trial's ``stop_reason``: ``"pruned"``, or ``"diverged"`` for a trial that
+    blew up.
+    """
+
+    pruner: str
+    why: str
+    outcome: str = "pruned"
+
+
+class ExplainingPruner(BasePruner):
+    """A pruner that records, for each trial it prunes, a :class:`PruneReason`.
+
+    Subclasses implement :meth:`_decide`, returning the reason to prune or ``None``.
+    """
+
+    def __init__(self) -> None:
+        self._reasons: dict[tuple[str, int], PruneReason] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_reasons"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        reason = self._decide(study, trial)
+        if reason is None:
+            return False
+        with self._lock:
+            self._reasons[(study.study_name, trial.number)] = reason
+        return True
+
+    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+        raise NotImplementedError
+
+    def _reason(self, why: str, outcome: str = "pruned") -> PruneReason:
+        return PruneReason(type(self).__name__, why, outcome)
+
+    def explain(self, study: optuna.Study, trial_number: int) -> PruneReason | None:
+        """The reason this pruner last pruned trial ``trial_number`` of ``study``, handed over once."""
+        with self._lock:
+            return self._reasons.pop((study.study_name, trial_number), None)
+
+
+# ---------------------------------------------------------------------- curves on the time axis
+
+Point = tuple[float, float]  # (seconds, value)
+
+
+def points(trial: FrozenTrial) -> list[Point]:
+    """A trial's intermediate values as ``(seconds, value)``, in time order."""
+    return [(step / 1000.0, float(v)) for step, v in sorted(trial.intermediate_values.items())]
+
+
+def better(direction: StudyDirection, a: float, b: float) -> bool:
+    """Whether ``a`` is strictly better than ``b``."""
+    return a > b if direction == StudyDirection.MAXIMIZE else a < b
+
+
+def best_so_far(pts: Sequence[Point], direction: StudyDirection) -> list[Point]:
+    """The running best of a curve; NaN values are skipped (they improve nothing)."""
+    out: list[Point] = []
+    best = math.nan
+    for t, v in pts:
+        if not math.isnan(v) and (math.isnan(best) or better(direction, v, best)):
+            best = v
+        if not math.isnan(best):
+            out.append((t, best))
+    return out
+
+
+def value_at(curve: Sequence[Point], t: float) -> float | None:
+    """A best-so-far curve's value at ``t`` seconds, interpolated linearly between its points.
+
+    ``None`` when the curve has not reached ``t`` yet, or starts after it (nothing is known there).
+    """
+    if not curve or t > curve[-1][0] or t < curve[0][0]:
+        return None
+    i = bisect.bisect_left([p[0] for p in curve], t)
+    t1, v1 = curve[i]
+    if t1 == t or i == 0:
+        return v1
+    t0, v0 = curve[i - 1]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+
+
+def others(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
+    """The study's other trials that reported something (finished, pruned or still running)."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=states)
+        if t.number != trial.number and t.intermediate_values
+    ]
+
+
+def n_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def curve_column(trial: FrozenTrial, name: str) -> list[float]:
+    """One column of the ``curve`` user attribute bstune's run writes (NaN for missing values)."""
+    raw = trial.user_attrs.get("curve")
+    if not isinstance(raw, dict):
+        return []
+    col = raw.get(name)
+    if not isinstance(col, list):
+        return []
+    return [math.nan if v is None else float(v) for v in col]
+
+
+def study_budget(study: optuna.Study) -> float | None:
+    """The time budget of a bstune time-budget study, else ``None``."""
+    attrs = study.user_attrs
+    if attrs.get("mode") == "time_budget":
+        try:
+            return float(attrs["budget"])
+        except (KeyError, TypeError, ValueError):
+            return None
+    return None
+
+
+def planned_end(trial: FrozenTrial, budget: float | None) -> float | None:
+    """Seconds at which the trial's schedule ends: its planned epochs at its measured pace, or the
+    budget, whichever is sooner; ``None`` when the trial does not say how long it plans to train."""
+    pts = trial.intermediate_values
+    epochs = curve_column(trial, "epoch")
+    planned = trial.user_attrs.get("planned_epochs")
+    end: float | None = None
+    if pts and epochs and isinstance(planned, (int, float)) and not isinstance(planned, bool):
+        t_last = max(pts) / 1000.0
+        e_last = epochs[-1]
+        if math.isfinite(e_last) and e_last > 0 and t_last > 0:
+            end = float(planned) * t_last / e_last
+    if budget is not None:
+        end = budget if end is None else min(end, budget)
+    return end

@@ -1,0 +1,81 @@
+"""Pruners by name, and the default for each mode (what ``bstune optimize --pruner`` offers)."""
+
+from __future__ import annotations
+
+import optuna
+
+from bstune.errors import invalid
+from bstune.objectives import Mode, Target
+from bstune.pruners._any import AnyPruner
+from bstune.pruners._divergence import DivergencePruner
+from bstune.pruners._slow import SlowTrialPruner
+from bstune.pruners._target import TargetTimePruner
+from bstune.pruners._time_aligned import TimeAlignedPruner
+
+__all__ = ["PRUNER_NAMES", "default_pruner", "make_pruner"]
+
+#: The names ``make_pruner`` and ``bstune optimize --pruner`` accept.
+PRUNER_NAMES = (
+    "default",
+    "none",
+    "divergence",
+    "time-aligned",
+    "target-time",
+    "slow",
+    "median",
+    "successive-halving",
+    "hyperband",
+)
+
+
+def default_pruner(mode: Mode) -> AnyPruner:
+    """bstune's pruning for ``mode``: divergence first, then the mode's own rules, then time-aligned.
+
+    * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`TimeAlignedPruner`.
+    * Target: :class:`DivergencePruner`, :class:`TargetTimePruner`, :class:`TimeAlignedPruner`.
+
+    Example:
+        >>> from bstune import TimeBudget
+        >>> [type(p).__name__ for p in default_pruner(TimeBudget(30)).pruners]
+        ['DivergencePruner', 'SlowTrialPruner', 'TimeAlignedPruner']
+    """
+    if isinstance(mode, Target):
+        return AnyPruner(DivergencePruner(), TargetTimePruner(), TimeAlignedPruner())
+    return AnyPruner(DivergencePruner(), SlowTrialPruner(), TimeAlignedPruner())
+
+
+def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:
+    """The pruner called ``name`` (one of :data:`PRUNER_NAMES`) for a study in ``mode``.
+
+    Optuna's ``median``, ``successive-halving`` and ``hyperband`` come with Optuna's defaults. They
+    compare trials at identical steps, and bstune's steps are elapsed milliseconds: the median pruner
+    then rarely finds another trial at the same step and seldom prunes; successive halving and
+    Hyperband take each trial's value at its first report past a rung, which ignores crossing curves.
+
+    Raises:
+        InvalidParameterError: Unknown name.
+
+    Example:
+        >>> from bstune import Target
+        >>> type(make_pruner("none", Target(0.9))).__name__
+        'NopPruner'
+    """
+    if name == "default":
+        return default_pruner(mode)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "divergence":
+        return DivergencePruner()
+    if name == "time-aligned":
+        return TimeAlignedPruner()
+    if name == "target-time":
+        return TargetTimePruner()
+    if name == "slow":
+        return SlowTrialPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner()
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    raise invalid("pruner", "make_pruner", "one of " + ", ".join(PRUNER_NAMES), name)

@@ -1,0 +1,143 @@
+"""The target-time pruner: in target mode, stop trials that can no longer be the fastest."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bstune.errors import invalid
+from bstune.pruners._base import ExplainingPruner, PruneReason, best_so_far, planned_end, points
+
+__all__ = ["TargetTimePruner"]
+
+
+def _best_time_to_target(study: optuna.Study) -> tuple[float, int] | None:
+    """The fastest time-to-target among completed trials that reached it, and that trial's number."""
+    best: tuple[float, int] | None = None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        reached = t.user_attrs.get("reached_target")
+        if reached is None:  # not written by bstune's run: feasibility says whether it reached it
+            reached = t.constraints.get("target_shortfall", math.inf) <= 0.0
+        if (
+            reached
+            and t.value is not None
+            and math.isfinite(t.value)
+            and (best is None or t.value < best[0])
+        ):
+            best = (t.value, t.number)
+    return best
+
+
+class TargetTimePruner(ExplainingPruner):
+    """In target mode (value = training seconds to reach the target), stop trials that cannot win.
+
+    Two rules, on the intermediate values of :class:`bstune.Target` (the *shortfall*, how far the
+    metric still is from the target; 0 once reached):
+
+    * Too slow already: a trial that has trained longer than ``(1 + margin)`` times the best
+      time-to-target found so far, without reaching the target, can no longer have the best value.
+      The margin leaves room for timing noise between repeated runs of a configuration.
+    * Out of reach: after ``n_warmup_reports`` reports and ``min_progress`` of its planned schedule,
+      a trial is stopped when even ``optimism`` times its fastest recent improvement (shortfall per
+      second, over the later half of its curve) would not close the shortfall by its planned end.
+
+    NaN policy: NaN shortfalls are skipped; a trial with no finite shortfall is left alone (the
+    divergence pruner handles it). Only meaningful for a minimised, lower-is-better intermediate value,
+    which is what bstune's target mode reports.
+
+    Args:
+        margin: Extra fraction of the best time-to-target a trial may use. At least 0.
+        optimism: How many times its best recent rate of improvement a trial is credited with. At least 1.
+        n_warmup_reports: Reports before the out-of-reach rule applies.
+        min_progress: Fraction of its planned schedule a trial must have done before the
+            out-of-reach rule applies, in [0, 1].
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study(pruner=TargetTimePruner(margin=0.1))
+        >>> done = study.ask(); done.report(0.0, 4000); done.set_user_attr("reached_target", True)
+        >>> _ = study.tell(done, 4.0)
+        >>> trial = study.ask()
+        >>> trial.report(0.05, 4500)   # 4.5 s > 1.1 x 4 s and still short of the target
+        >>> trial.should_prune()
+        True
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.1,
+        *,
+        optimism: float = 3.0,
+        n_warmup_reports: int = 3,
+        min_progress: float = 0.25,
+    ) -> None:
+        super().__init__()
+        owner = "TargetTimePruner"
+        if (
+            isinstance(margin, bool)
+            or not isinstance(margin, (int, float))
+            or not (math.isfinite(margin) and margin >= 0)
+        ):
+            raise invalid("margin", owner, "a finite number of at least 0", margin)
+        if (
+            isinstance(optimism, bool)
+            or not isinstance(optimism, (int, float))
+            or not (math.isfinite(optimism) and optimism >= 1)
+        ):
+            raise invalid("optimism", owner, "a finite number of at least 1", optimism)
+        if (
+            isinstance(n_warmup_reports, bool)
+            or not isinstance(n_warmup_reports, int)
+            or n_warmup_reports < 2
+        ):
+            raise invalid(
+                "n_warmup_reports", owner, "an int in the range [2, inf)", n_warmup_reports
+            )
+        if (
+            isinstance(min_progress, bool)
+            or not isinstance(min_progress, (int, float))
+            or not 0 <= min_progress <= 1
+        ):
+            raise invalid("min_progress", owner, "a number in the range [0, 1]", min_progress)
+        self.margin = float(margin)
+        self.optimism = float(optimism)
+        self.n_warmup_reports = n_warmup_reports
+        self.min_progress = float(min_progress)
+
+    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+        pts = points(trial)
+        if not pts:
+            return None
+        t = pts[-1][0]
+        curve = best_so_far(pts, optuna.study.StudyDirection.MINIMIZE)
+        if not curve:
+            return None
+        gap = curve[-1][1]
+        if gap <= 0.0:
+            return None  # reached: the run stops it with the reason "target"
+        best = _best_time_to_target(study)
+        if best is not None and t > (1.0 + self.margin) * best[0]:
+            return self._reason(
+                f"{t:.2f} s of training without reaching the target, more than {1 + self.margin:g} x "
+                f"the best time-to-target {best[0]:.2f} s (trial {best[1]})"
+            )
+        end = planned_end(trial, None)
+        if (
+            len(pts) < self.n_warmup_reports
+            or end is None
+            or t >= end
+            or t < self.min_progress * end
+        ):
+            return None
+        later = curve[len(curve) // 2 - 1 :] if len(curve) >= 2 else curve
+        rates = [(a[1] - b[1]) / (b[0] - a[0]) for a, b in zip(later, later[1:], strict=False) if b[0] > a[0]]
+        rate = max(rates, default=0.0)
+        projected = gap - self.optimism * rate * (end - t)
+        if projected > 0.0:
+            return self._reason(
+                f"at {t:.2f} s the shortfall is {gap:.4g}; even {self.optimism:g} x its best recent rate "
+                f"({rate:.3g}/s) leaves {projected:.4g} at its planned end {end:.2f} s"
+            )
+        return None

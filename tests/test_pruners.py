@@ -1,0 +1,679 @@
+"""Tests for bstune.pruners: conformance like Optuna's own pruner tests, the time axis, crossing
+curves on the synthetic task, the reasons in stop_detail, and out of memory (faked on CPU)."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import bstune
+from bstune.errors import InvalidParameterError
+from bstune.pruners import (
+    PRUNER_NAMES,
+    AnyPruner,
+    DivergencePruner,
+    PruneReason,
+    SlowTrialPruner,
+    TargetTimePruner,
+    TimeAlignedPruner,
+    default_pruner,
+    known_out_of_memory,
+    make_pruner,
+)
+from bstune.pruners._base import best_so_far, value_at
+from bstune.study import create_study, make_objective
+from bstune.testing import FakeClock, SyntheticTask
+
+MAX = optuna.study.StudyDirection.MAXIMIZE
+MIN = optuna.study.StudyDirection.MINIMIZE
+
+
+def _study(
+    pruner: optuna.pruners.BasePruner, direction: str = "maximize", **kw: object
+) -> optuna.Study:
+    return optuna.create_study(direction=direction, pruner=pruner, **kw)  # type: ignore[arg-type]
+
+
+def _finished(
+    study: optuna.Study, curve: list[tuple[int, float]], state: TrialState = TrialState.COMPLETE
+) -> None:
+    t = study.ask()
+    for step, v in curve:
+        t.report(v, step)
+    if state == TrialState.COMPLETE:
+        study.tell(t, curve[-1][1])
+    else:
+        study.tell(t, state=state)
+
+
+def _ramp(final: float, ms: list[int], end: int = 4000) -> list[tuple[int, float]]:
+    return [(s, final * s / end) for s in ms]
+
+
+# ------------------------------------------------------------------ the time axis
+
+
+def test_value_at_interpolates_the_best_so_far_curve_between_uneven_reports() -> None:
+    curve = best_so_far([(0.1, 0.2), (0.15, 0.5), (9.0, 0.4), (10.0, 0.9)], MAX)
+    assert curve == [(0.1, 0.2), (0.15, 0.5), (9.0, 0.5), (10.0, 0.9)]
+    assert value_at(curve, 0.15) == 0.5
+    assert value_at(curve, 9.5) == pytest.approx(0.7)
+    assert value_at(curve, 0.05) is None  # before its first report nothing is known
+    assert value_at(curve, 10.5) is None  # it has not reached that time
+    assert best_so_far([(1.0, math.nan), (2.0, 0.3), (3.0, 0.1)], MIN) == [(2.0, 0.3), (3.0, 0.1)]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_time_aligned_prunes_the_worst_at_a_rung_in_both_directions(direction: str) -> None:
+    sign = 1.0 if direction == "maximize" else -1.0
+    study = _study(
+        TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=3), direction
+    )
+    for final in (0.9, 0.8, 0.7, 0.6):
+        _finished(study, [(s, sign * v) for s, v in _ramp(final, [400, 1300, 2500, 4000])])
+    good, bad = study.ask(), study.ask()
+    for t, final in ((good, 0.95), (bad, 0.3)):
+        t.report(sign * final * 0.7 / 4, 700)
+        assert not t.should_prune()  # before the first rung
+        t.report(sign * final * 1.2 / 4, 1200)  # first report past the 1 s rung
+    assert not good.should_prune()
+    assert bad.should_prune()
+    reason = study.pruner.explain(study, bad.number)
+    assert reason.pruner == "TimeAlignedPruner" and "ranks 6 of 6" in reason.why
+    assert study.pruner.explain(study, bad.number) is None  # handed over once
+
+
+def test_time_aligned_compares_sparse_and_uneven_reports_at_equal_time() -> None:
+    # Other trials reported at times that never coincide with this trial's, some very sparsely.
+    study = _study(TimeAlignedPruner(min_seconds=2.0, n_startup_trials=0, n_min_trials=3))
+    _finished(study, [(150, 0.1), (9000, 0.9)])
+    _finished(study, [(1999, 0.4), (2001, 0.45), (7777, 0.6)])
+    _finished(study, [(333, 0.2), (5000, 0.8)])
+    t = study.ask()
+    t.report(0.30, 2500)
+    # At 2.5 s the others stand at about 0.31, 0.46 and 0.48 (interpolated): 0.30 is last.
+    assert t.should_prune()
+    ok = study.ask()
+    ok.report(0.50, 2600)  # best of four at 2.6 s
+    assert not ok.should_prune()
+
+
+def test_time_aligned_waits_for_enough_trials_to_reach_that_time() -> None:
+    study = _study(TimeAlignedPruner(min_seconds=1.0, n_startup_trials=0, n_min_trials=3))
+    _finished(study, _ramp(0.9, [500, 4000]))
+    _finished(study, _ramp(0.9, [500, 4000]))
+    _finished(study, _ramp(0.9, [500, 1000]), TrialState.PRUNED)  # never reached 3 s
+    t = study.ask()
+    t.report(0.01, 3000)
+    assert not t.should_prune()  # only two trials reached 3 s
+    t2 = study.ask()
+    t2.report(0.01, 1000)
+    assert t2.should_prune()  # three reached 1 s
+
+
+# ------------------------------------------------------------------ conformance, for every pruner
+
+
+def _bstune_pruners() -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
+    return {
+        "divergence": DivergencePruner,
+        "time-aligned": lambda: TimeAlignedPruner(
+            min_seconds=1.0, n_startup_trials=2, n_min_trials=2
+        ),
+        "target-time": TargetTimePruner,
+        "slow": lambda: SlowTrialPruner(budget=10.0),
+        "any": lambda: AnyPruner(
+            DivergencePruner(),
+            TimeAlignedPruner(min_seconds=1.0, n_startup_trials=2, n_min_trials=2),
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_bstune_pruners()))
+def test_no_pruning_without_data(name: str) -> None:
+    study = _study(_bstune_pruners()[name]())
+    for _ in range(3):
+        _finished(study, [(1000, 0.5), (2000, 0.6)])
+    trial = study.ask()
+    assert not trial.should_prune()
+
+
+def test_no_pruning_before_the_startup_trials() -> None:
+    study = _study(TimeAlignedPruner(min_seconds=1.0, n_startup_trials=3, n_min_trials=1))
+    _finished(study, _ramp(0.9, [500, 1500, 4000]))
+    _finished(study, _ramp(0.9, [500, 1500, 4000]))
+    t = study.ask()
+    t.report(0.0, 1500)
+    assert not t.should_prune()
+    _finished(study, _ramp(0.9, [500, 1500, 4000]))
+    t2 = study.ask()
+    t2.report(0.0, 1500)
+    assert t2.should_prune()
+
+
+@pytest.mark.parametrize(
+    ("name", "prunes_nan"),
+    [
+        ("divergence", True),
+        ("time-aligned", True),
+        ("target-time", False),
+        ("slow", False),
+        ("any", True),
+    ],
+)
+def test_nan_policy(name: str, prunes_nan: bool) -> None:
+    """NaN latest values: the divergence and time-aligned pruners stop the trial (diverged) with no
+    other trial and no warm-up; the target-time and slow pruners skip NaN, as documented."""
+    study = _study(_bstune_pruners()[name](), "minimize" if name == "target-time" else "maximize")
+    t = study.ask()
+    t.report(math.nan, 100)
+    assert t.should_prune() is prunes_nan
+    if prunes_nan:
+        reason = study.pruner.explain(study, t.number)
+        assert reason is not None and reason.outcome == "diverged"
+
+
+@pytest.mark.parametrize("name", list(_bstune_pruners()))
+def test_pickling_keeps_the_configuration_and_the_decisions(name: str) -> None:
+    pruner = _bstune_pruners()[name]()
+    clone = pickle.loads(pickle.dumps(pruner))
+    assert type(clone) is type(pruner)
+    assert {k: v for k, v in vars(clone).items() if k not in ("_lock", "_reasons", "pruners")} == {
+        k: v for k, v in vars(pruner).items() if k not in ("_lock", "_reasons", "pruners")
+    }
+    study = _study(clone)
+    t = study.ask()
+    t.report(math.inf, 100)
+    expected = name in ("divergence", "time-aligned", "any")
+    assert t.should_prune() is expected
+
+
+def _objective(trial: optuna.Trial) -> float:
+    """Curves at millisecond steps: trial i improves at rate x, reports every 0.7 s for 7 s."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    v = 0.0
+    for k in range(1, 11):
+        v = x * k / 10
+        trial.report(v, 700 * k + trial.number)  # steps never coincide between trials
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return v
+
+
+@pytest.mark.parametrize("storage_kind", ["memory", "sqlite", "journal"])
+def test_through_study_optimize_on_every_storage(storage_kind: str, tmp_path: Path) -> None:
+    storage: str | optuna.storages.BaseStorage | None = None
+    if storage_kind == "sqlite":
+        storage = f"sqlite:///{tmp_path / 'p.db'}"
+    elif storage_kind == "journal":
+        storage = bstune.study.resolve_storage(f"journal:{tmp_path / 'p.log'}")
+    pruner = AnyPruner(
+        DivergencePruner(), TimeAlignedPruner(min_seconds=1.0, n_startup_trials=3, n_min_trials=3)
+    )
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=pruner,
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=1),
+    )
+    study.optimize(_objective, n_trials=16)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.PRUNED) >= 3
+    assert states.count(TrialState.COMPLETE) >= 3
+    best_x = max(t.params["x"] for t in study.trials)
+    assert study.best_trial.params["x"] == best_x  # the best configuration was never pruned
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:
+            assert pruner.explain(study, t.number).pruner == "TimeAlignedPruner"
+
+
+def test_two_threads_share_one_pruner() -> None:
+    pruner = default_pruner(bstune.TimeBudget(7.0))
+    study = optuna.create_study(
+        direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    study.optimize(_objective, n_trials=24, n_jobs=2)
+    states = [t.state for t in study.trials]
+    assert len(states) == 24 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+
+
+def test_composes_with_optuna_pruners_and_names_them() -> None:
+    pruner = AnyPruner(DivergencePruner(), optuna.pruners.ThresholdPruner(lower=0.2))
+    study = _study(pruner)
+    t = study.ask()
+    t.report(0.1, 500)
+    assert t.should_prune()
+    assert pruner.explain(study, t.number) == PruneReason("ThresholdPruner", "")
+    sh = AnyPruner(DivergencePruner(), optuna.pruners.SuccessiveHalvingPruner())
+    study2 = optuna.create_study(
+        direction="maximize", pruner=sh, sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    study2.optimize(_objective, n_trials=12)
+    assert any(t.state == TrialState.PRUNED for t in study2.trials)
+
+
+# ------------------------------------------------------------------ validation at the door
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda: DivergencePruner(loss_factor=1.0),
+            r"'loss_factor' parameter of DivergencePruner must be .* Got 1.0",
+        ),
+        (
+            lambda: DivergencePruner(n_warmup_reports=-1),
+            r"'n_warmup_reports' parameter of DivergencePruner",
+        ),
+        (
+            lambda: TimeAlignedPruner(0.0),
+            r"'first_rung_fraction' parameter of TimeAlignedPruner .* Got 0.0",
+        ),
+        (
+            lambda: TimeAlignedPruner(reduction_factor=1),
+            r"'reduction_factor' parameter .* Got 1 instead",
+        ),
+        (
+            lambda: TimeAlignedPruner(n_min_trials=0),
+            r"'n_min_trials' parameter .* \[1, inf\)\. Got 0",
+        ),
+        (lambda: TimeAlignedPruner(peer_progress=2), r"'peer_progress' parameter .* Got 2"),
+        (lambda: TimeAlignedPruner(percentile=101), r"'percentile' parameter .* Got 101"),
+        (lambda: TimeAlignedPruner(min_seconds=-1.0), r"'min_seconds' parameter .* Got -1.0"),
+        (
+            lambda: TargetTimePruner(margin=-0.1),
+            r"'margin' parameter of TargetTimePruner .* Got -0.1",
+        ),
+        (lambda: TargetTimePruner(optimism=0.5), r"'optimism' parameter .* Got 0.5"),
+        (lambda: SlowTrialPruner(budget=0), r"'budget' parameter of SlowTrialPruner .* Got 0"),
+        (lambda: SlowTrialPruner(min_evaluations=0), r"'min_evaluations' parameter .* Got 0"),
+        (lambda: AnyPruner(), r"'pruners' parameter of AnyPruner must be at least one"),
+        (lambda: AnyPruner("median"), r"'pruners' parameter of AnyPruner .* Got 'median'"),  # type: ignore[arg-type]
+        (
+            lambda: make_pruner("asha", bstune.TimeBudget(5)),
+            r"'pruner' parameter of make_pruner .* Got 'asha'",
+        ),
+    ],
+)
+def test_bad_parameters_are_refused_with_one_message_template(
+    make: Callable[[], object], match: str
+) -> None:
+    with pytest.raises(InvalidParameterError, match=match):
+        make()
+
+
+def test_make_pruner_knows_every_name_and_picks_a_default_per_mode() -> None:
+    for name in PRUNER_NAMES:
+        assert isinstance(make_pruner(name, bstune.Target(0.9)), optuna.pruners.BasePruner)
+    budget = [type(p).__name__ for p in default_pruner(bstune.TimeBudget(5)).pruners]
+    target = [type(p).__name__ for p in default_pruner(bstune.Target(0.9)).pruners]
+    assert budget == ["DivergencePruner", "SlowTrialPruner", "TimeAlignedPruner"]
+    assert target == ["DivergencePruner", "TargetTimePruner", "TimeAlignedPruner"]
+
+
+def test_importing_the_pruners_does_not_import_torch() -> None:
+    code = "import sys, bstune.pruners, bstune.study; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1]
+    )
+
+
+# ------------------------------------------------------------------ through bstune's Run
+
+
+def _run_study(
+    mode: bstune.objectives.Mode, pruner: optuna.pruners.BasePruner, space: str = "default"
+) -> optuna.Study:
+    return create_study(mode, space=bstune.load_space(space), pruner=pruner, seed=0)
+
+
+def test_a_nan_trial_is_stopped_at_its_first_report() -> None:
+    clock = FakeClock()
+    mode = bstune.TimeBudget(10.0)
+    study = _run_study(mode, default_pruner(mode))
+    calls: list[int] = []
+
+    def train(hp: bstune.Hyperparams, run: bstune.Run) -> None:
+        while not run.should_stop:
+            with run.training():
+                clock.advance(0.5)
+            calls.append(1)
+            run.report(0.5 if hp.learning_rate < 1e-2 else math.nan, loss=0.7)
+
+    study.enqueue_trial({"log2_batch_size": 5, "learning_rate": 2e-2, "epochs": 3})
+    optuna_objective = make_objective(train, bstune.load_space("default"), mode, clock=clock)
+    study.optimize(optuna_objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED and len(calls) == 1
+    assert t.user_attrs["stop_reason"] == "diverged" and len(t.user_attrs["curve"]["metric"]) == 1
+
+
+def test_a_loss_that_explodes_is_stopped_as_diverged_by_the_divergence_pruner() -> None:
+    clock = FakeClock()
+    study = optuna.create_study(
+        direction="maximize", pruner=AnyPruner(DivergencePruner(loss_factor=3.0))
+    )
+    trial = study.ask()
+    with pytest.raises(
+        optuna.TrialPruned, match="pruned by DivergencePruner at step 3000: loss 3.5 grew past 3 x"
+    ):
+        with bstune.Run(trial, bstune.TimeBudget(60.0), clock=clock) as run:
+            for loss in (1.0, 1.4, 3.5, 1.0):
+                with run.training():
+                    clock.advance(1.0)
+                run.report(0.6, loss=loss)
+    assert run.stop_reason == "diverged" and len(run.curve) == 3
+    frozen = study.trials[0]
+    assert frozen.user_attrs["stop_detail"].startswith("pruned by DivergencePruner at step 3000")
+
+
+def test_an_optuna_pruner_is_named_in_the_stop_detail() -> None:
+    clock = FakeClock()
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5)
+    )
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match=r"^pruned by ThresholdPruner at step 1000$"):
+        with bstune.Run(trial, bstune.TimeBudget(60.0), clock=clock) as run:
+            with run.training():
+                clock.advance(1.0)
+            run.report(0.4)
+
+
+def _crossing_study(pruner: optuna.pruners.BasePruner) -> tuple[optuna.Study, dict[str, int]]:
+    """Short-schedule trials that look better early, then the long one that wins at the end.
+
+    At 4.1 s (a quarter of its 16.5 s schedule) the winner (batch 64, ten epochs) stands near 0.65,
+    while the short ones (batch 256, about 3 s) have already annealed to about 0.8 and stop there.
+    """
+    task = SyntheticTask(seed=0, clock=FakeClock())
+    mode = bstune.TimeBudget(30.0)
+    space = bstune.load_space("default")
+    study = create_study(mode, space=space, pruner=pruner, seed=0)
+    for lr, epochs in ((6e-3, 4), (5e-3, 5), (7e-3, 4), (6e-3, 6), (4e-3, 5)):
+        study.enqueue_trial({"log2_batch_size": 8, "learning_rate": lr, "epochs": epochs})
+    study.enqueue_trial({"log2_batch_size": 6, "learning_rate": 3e-3, "epochs": 10})
+    study.optimize(make_objective(task, space, mode, clock=task.clock), n_trials=6)
+    return study, {"winner": 5}
+
+
+def test_crossing_curves_do_not_lose_the_best_configuration() -> None:
+    study, idx = _crossing_study(default_pruner(bstune.TimeBudget(30.0)))
+    winner = study.trials[idx["winner"]]
+    assert winner.state == TrialState.COMPLETE
+    assert study.best_trial.number == winner.number
+    # The same comparison at plain equal time (what successive halving on time does) loses it.
+    naive, _ = _crossing_study(TimeAlignedPruner(peer_progress=1.0))
+    lost = naive.trials[idx["winner"]]
+    assert lost.state == TrialState.PRUNED
+    assert "TimeAlignedPruner" in lost.user_attrs["stop_detail"]
+    assert naive.best_value < study.best_value - 0.03
+
+
+def test_time_aligned_prunes_hopeless_trials_on_the_synthetic_task_and_says_why() -> None:
+    task = SyntheticTask(seed=1, clock=FakeClock())
+    mode = bstune.TimeBudget(30.0)
+    space = bstune.load_space("default")
+    pruned = create_study(mode, space=space, pruner=default_pruner(mode), seed=3)
+    pruned.optimize(make_objective(task, space, mode, clock=task.clock), n_trials=24)
+    task2 = SyntheticTask(seed=1, clock=FakeClock())
+    plain = create_study(mode, space=space, seed=3)
+    plain.optimize(make_objective(task2, space, mode, clock=task2.clock), n_trials=24)
+    stopped = [t for t in pruned.trials if t.state == TrialState.PRUNED]
+    assert len(stopped) >= 4
+    for t in stopped:
+        assert t.user_attrs["stop_reason"] in ("pruned", "diverged")
+        assert t.user_attrs["stop_detail"].startswith("pruned by ")
+
+    def spent(s: optuna.Study) -> float:
+        return sum(t.user_attrs["train_s"] for t in s.trials)
+
+    assert spent(pruned) < 0.9 * spent(plain)
+
+
+def test_target_time_pruner_stops_trials_slower_than_the_best_time_to_target() -> None:
+    mode = bstune.Target(0.8)
+    task = SyntheticTask(seed=0, clock=FakeClock())
+    space = bstune.load_space("default")
+    study = create_study(
+        mode,
+        space=space,
+        pruner=AnyPruner(DivergencePruner(), TargetTimePruner(margin=0.1)),
+        seed=0,
+    )
+    study.enqueue_trial(
+        {"log2_batch_size": 8, "learning_rate": 6e-3, "epochs": 10}
+    )  # reaches 0.8 fast
+    study.enqueue_trial({"log2_batch_size": 4, "learning_rate": 1.5e-3, "epochs": 10})  # slow
+    study.enqueue_trial(
+        {"log2_batch_size": 7, "learning_rate": 1.5e-4, "epochs": 10}
+    )  # plateaus far below
+    study.optimize(make_objective(task, space, mode, clock=task.clock), n_trials=3)
+    fast, slow, flat = study.trials
+    assert fast.state == TrialState.COMPLETE and fast.user_attrs["reached_target"]
+    assert slow.state == TrialState.PRUNED
+    assert (
+        "without reaching the target, more than 1.1 x the best time-to-target"
+        in slow.user_attrs["stop_detail"]
+    )
+    assert slow.user_attrs["train_s"] <= 1.1 * fast.value + 2.0
+    assert flat.state == TrialState.PRUNED
+    assert flat.user_attrs["stop_detail"].startswith("pruned by TargetTimePruner")
+
+
+def test_target_time_pruner_sees_a_target_out_of_reach_before_any_trial_reached_it() -> None:
+    study = _study(TargetTimePruner(optimism=2.0), "minimize")
+    t = study.ask()
+    t.set_user_attr("planned_epochs", 4)
+    shortfalls = [0.30, 0.29, 0.285, 0.283]
+    for k, s in enumerate(shortfalls, start=1):
+        t.set_user_attr("curve", {"epoch": [0.5 * i for i in range(1, k + 1)]})
+        t.report(s, 1000 * k)
+    # 4 s in, 2 of 4 epochs done, improving 0.005/s at best: 2 x 0.005 x 4 s left is far from 0.283.
+    assert t.should_prune()
+    assert "leaves" in study.pruner.explain(study, t.number).why
+
+
+def test_slow_trial_pruner_stops_a_trial_that_fits_too_few_evaluations() -> None:
+    clock = FakeClock()
+    mode = bstune.TimeBudget(10.0)
+    study = _run_study(mode, default_pruner(mode))
+    trial = study.ask()
+    with pytest.raises(
+        optuna.TrialPruned,
+        match=r"SlowTrialPruner at step 6000: one evaluation every 6.00 s: 1 of the 2",
+    ):
+        with bstune.Run(trial, mode, clock=clock) as run:
+            with run.training():
+                clock.advance(6.0)
+            run.report(0.7)
+
+
+def test_slow_trial_pruner_first_epoch_rule_needs_a_faster_trial() -> None:
+    study = _study(SlowTrialPruner(budget=10.0, first_epoch=True))
+    slow = study.ask()
+    slow.set_user_attr("curve", {"epoch": [0.1]})
+    slow.report(0.5, 2000)  # an epoch would take 20 s
+    assert not slow.should_prune()  # no trial finished an epoch within 10 s: maybe none can
+    fast = study.ask()
+    fast.set_user_attr("curve", {"epoch": [0.5, 1.0]})
+    fast.report(0.6, 1000)
+    fast.report(0.7, 2000)
+    study.tell(fast, 0.7)
+    assert slow.should_prune()
+    assert "first epoch would take 20.0 s" in study.pruner.explain(study, slow.number).why
+
+
+# ------------------------------------------------------------------ out of memory, faked on CPU
+
+_OOM_TASK = """
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULTS = {"time_budget": 0.2}
+FORWARDS = []
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2048, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    return x[:1536], y[:1536], x[1536:], y[1536:]
+
+
+class Net(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
+
+    def forward(self, x):
+        if self.training:
+            FORWARDS.append(x.shape[0])
+            if x.shape[0] >= 256:  # the device "runs out of memory" from batch 256 on
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.body(x)
+
+
+def model(hp):
+    return Net(int(hp.get("hidden", 8)))
+"""
+
+
+def test_out_of_memory_is_recorded_as_infeasible_and_not_retried_blindly(tmp_path: Path) -> None:
+    import torch  # noqa: F401  (the faked error is torch's own)
+
+    from bstune.task import load_task
+    from bstune.train import Trainer
+
+    script = tmp_path / "oom_task.py"
+    script.write_text(textwrap.dedent(_OOM_TASK))
+    task = load_task(script, {})
+    forwards = task.module.FORWARDS  # type: ignore[attr-defined]
+    space = bstune.SearchSpace.from_dict(
+        {
+            "name": "oom",
+            "batch_size": {"low": 64, "high": 1024, "powers_of_two": True},
+            "learning_rate": {"low": 1e-3, "high": 1e-1},
+            "epochs": {"low": 1, "high": 2},
+            "params": {
+                "hidden": {"type": "int", "low": 8, "high": 16},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            },
+        }
+    )
+    mode = bstune.TimeBudget(0.2)
+    study = create_study(mode, space=space, storage=f"sqlite:///{tmp_path / 'oom.db'}", seed=0)
+    for log2, hidden, dropout in (
+        (8, 8, 0.1),
+        (10, 8, 0.3),
+        (9, 16, 0.0),
+        (6, 8, 0.2),
+        (9, 8, 0.4),
+    ):
+        study.enqueue_trial(
+            {
+                "log2_batch_size": log2,
+                "learning_rate": 1e-2,
+                "epochs": 1,
+                "hidden": hidden,
+                "dropout": dropout,
+            }
+        )
+    objective = make_objective(task, space, mode, trainer=Trainer(task, seed=0))
+    seen: list[int] = []
+
+    def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seen.append(len(forwards))
+
+    bstune.optimize(study, objective, n_trials=8, callbacks=[count])
+    trials = study.trials
+    assert len(trials) == 8  # the study went on to the requested number of trials
+    oom256, skipped1024, oom512_other_model, fits64, skipped512 = trials[:5]
+    assert oom256.user_attrs["stop_reason"] == "oom" and oom256.state == TrialState.PRUNED
+    assert oom256.constraints["out_of_memory"] == 1.0 and oom256.user_attrs["batch_size"] == 256
+    # batch 1024, same model (hidden 8; dropout does not change what fits): not trained
+    assert skipped1024.user_attrs["stop_reason"] == "oom"
+    assert skipped1024.user_attrs["stop_detail"] == (
+        "not trained: batch 1024 (micro-batch 1024) >= 256, which ran out of memory in trial 0"
+    )
+    assert skipped1024.constraints["out_of_memory"] == 1.0 and seen[1] == seen[0]
+    # another model (hidden 16) is tried, and fails for itself
+    assert oom512_other_model.user_attrs["stop_reason"] == "oom" and seen[2] == seen[1] + 1
+    assert fits64.state == TrialState.COMPLETE and fits64.constraints["out_of_memory"] == 0.0
+    assert skipped512.user_attrs["stop_detail"].startswith("not trained: batch 512")
+    assert seen[4] == seen[3]
+    # the sampler (TPE with constraints) ranks every out-of-memory trial as infeasible
+    assert all(
+        t.constraints["out_of_memory"] == 1.0
+        for t in trials
+        if t.user_attrs["stop_reason"] == "oom"
+    )
+
+
+def test_known_out_of_memory_respects_gradient_accumulation() -> None:
+    study = optuna.create_study()
+    old = study.ask()
+    old.set_user_attr("stop_reason", "oom")
+    old.set_user_attr("batch_size", 1024)
+    old.set_user_attr("micro_batch_size", 256)
+    study.tell(old, state=TrialState.PRUNED)
+    new = study.ask()
+    assert (
+        known_out_of_memory(new, 2048, micro_batch_size=128) is None
+    )  # accumulates smaller pieces
+    assert known_out_of_memory(new, 2048, micro_batch_size=256) == (
+        "batch 2048 (micro-batch 256) >= 256, which ran out of memory in trial 0"
+    )
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_cli_rejects_an_unknown_pruner(capsys: pytest.CaptureFixture[str]) -> None:
+    from bstune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["optimize", "examples/mlp_blobs.py", "--pruner", "asha"])
+    assert exit_info.value.code == 1
+    assert "--pruner must be one of default, none," in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["none", "default"])
+def test_cli_optimize_with_a_pruner(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bstune.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    main(
+        [
+            "optimize",
+            str(root / "examples" / "mlp_blobs.py"),
+            "--time-budget",
+            "0.2",
+            "--n-trials",
+            "3",
+            "--storage",
+            db,
+            "--pruner",
+            name,
+            "--task-option",
+            "n_samples=3000",
+        ]
+    )
+    assert "Best configurations" in capsys.readouterr().out
+    study = optuna.load_study(study_name="mlp_blobs-budget-0.2s", storage=db)
+    assert len(study.trials) == 3
+    assert all(t.user_attrs["stop_reason"] in ("budget", "epochs", "pruned") for t in study.trials)
