@@ -21,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from bstune.analysis._format import FORMATS, format_report, print_report
+from bstune.analysis._load import existing_storage, load_existing_study
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.analysis._report import (
     BatchSizeRow,
@@ -52,9 +53,11 @@ __all__ = [
     "analyze",
     "best_configurations",
     "default_budgets",
+    "existing_storage",
     "figures",
     "format_report",
     "hypervolume_2d",
+    "load_existing_study",
     "make_dashboard_server",
     "pareto_indices",
     "print_report",

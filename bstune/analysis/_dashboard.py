@@ -71,7 +71,7 @@ def publish_report(
 
     report = report if report is not None else analyze(study)
     if console is not None:
-        print_report(report, console)
+        print_report(report, console, anytime=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         mode = mode_from_attrs(study.user_attrs)
@@ -139,10 +139,9 @@ def make_dashboard_server(
 
     from optuna_dashboard import wsgi
 
-    from bstune.study import resolve_storage
+    from bstune.analysis._load import existing_storage
 
-    storage_obj = resolve_storage(storage)
-    assert storage_obj is not None  # a URL or object always resolves to a storage
+    storage_obj = existing_storage(storage) if isinstance(storage, str) else storage
     path = "/dashboard/"
     if study_name is not None:
         try:

@@ -84,9 +84,10 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         if p is not None:
             seg.append(p)
     recs = [
-        [_f(x.budget_s, "g"), f"#{x.trial}" if x.trial is not None else "-", str(x.batch_size) if x.trial is not None else "-",
-         _lr(x.learning_rate), _epochs(x.epochs_done, x.epochs) if x.trial is not None else "-", _f(x.metric),
-         _f(x.time_s, ".2f"), _f(x.anytime_metric) + (f" (#{x.anytime_trial})" if x.anytime_trial is not None else "")]
+        [_f(x.budget_s, "g"), x.basis, f"#{x.trial}" if x.trial is not None else "-",
+         str(x.batch_size) if x.trial is not None else "-", _lr(x.learning_rate),
+         _epochs(x.epochs_done, x.epochs) if x.trial is not None else "-", _f(x.metric), _f(x.time_s, ".2f"),
+         _f(x.anytime_metric) + (f" (#{x.anytime_trial})" if x.anytime_trial is not None else "")]
         for x in r.recommendations
     ]
     tt = f"s to {m} {_f(r.time_to_target_target, '.4g')}"
@@ -100,8 +101,8 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     return [
         (f"Pareto front: {r.time_label} against {r.metric_label} (finished trials)",
          ["trial", "seconds", m, "batch", "learning rate", "epochs"], front),
-        ("Recommendation per budget (best finished trial within it; anytime = best curve point by then)",
-         ["budget s", "trial", "batch", "learning rate", "epochs", m, "took s", f"anytime {m}"], recs),
+        ("Recommendation per budget (best finished trial within it, else the best curve by then)",
+         ["budget s", "from", "trial", "batch", "learning rate", "epochs", m, "took s", f"anytime {m}"], recs),
         ("Batch-size effects", ["batch", "trials", "finished", f"best {m}", "trial", "its learning rate", tt, "samples/s"],
          batches),
         ("Anytime front (every curve point, pruned trials included; consecutive points of a trial joined)",
@@ -110,14 +111,15 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     ]
 
 
-def print_report(report: Report, console: Console) -> None:
-    """Print ``report`` as terminal tables on a rich ``console``."""
+def print_report(report: Report, console: Console, *, anytime: bool = True) -> None:
+    """Print ``report`` as terminal tables on a rich ``console``; ``anytime=False`` leaves out the
+    (long) anytime-front table."""
     from rich.table import Table
 
     for line in _headline(report):
         console.print(line, highlight=False, markup=False)
     for title, header, rows in _sections(report):
-        if not rows:
+        if not rows or (not anytime and title.startswith("Anytime")):
             continue
         table = Table(title=title, title_justify="left")
         for i, h in enumerate(header):
@@ -131,24 +133,26 @@ def print_report(report: Report, console: Console) -> None:
 
 def _markdown(r: Report) -> str:
     out = [f"# bstune report: {r.study_name}", ""]
-    out += [line for line in _headline(r)]
+    for line in _headline(r):
+        out += [line, ""]  # one paragraph each
     for title, header, rows in _sections(r):
-        out += ["", f"## {title}", ""]
+        out += [f"## {title}", ""]
         if not rows:
-            out.append("(none)")
+            out += ["(none)", ""]
             continue
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join("---" for _ in header) + "|")
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        out.append("")
     if r.messages:
-        out += ["", "## Notes", ""] + [f"- {m}" for m in r.messages]
-    return "\n".join(out) + "\n"
+        out += ["## Notes", ""] + [f"- {m}" for m in r.messages]
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 _CSV_COLUMNS = (
     "section", "trial", "budget_s", "time_s", "metric", "batch_size", "learning_rate", "epochs",
     "epochs_done", "state", "n_trials", "n_finished", "time_to_target_s", "throughput", "anytime_metric",
-    "anytime_trial", "parameter", "importance",
+    "anytime_trial", "basis", "parameter", "importance",
 )
 
 

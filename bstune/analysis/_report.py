@@ -82,14 +82,17 @@ class FrontPoint(NamedTuple):
 
 
 class Recommendation(NamedTuple):
-    """What to train with for a budget: the best finished trial that took at most ``budget_s``.
+    """What to train with for a budget.
 
-    ``anytime_metric`` is the best metric any curve showed by ``budget_s`` (``anytime_trial``'s),
-    what a run stopped at the budget has been seen to reach; ``trial`` is ``None`` when no finished
-    trial fits the budget.
+    ``basis`` says where the pick comes from: ``"finished"``, the best finished trial that took at
+    most ``budget_s`` (its whole schedule fits the budget); ``"anytime"``, when no finished trial
+    fits, the trial whose curve was best by ``budget_s`` (a run stopped early, so ``time_s`` is
+    that curve point's time and ``epochs_done`` is unknown); ``"none"``, nothing measured by then.
+    ``anytime_metric`` is the best metric any curve showed by ``budget_s`` (``anytime_trial``'s).
     """
 
     budget_s: float
+    basis: str
     trial: int | None
     time_s: float
     metric: float
@@ -287,18 +290,24 @@ def _summarize(t: optuna.trial.FrozenTrial, clock: str, maximize: bool, budget_m
     )
 
 
-def default_budgets(times: Sequence[float], n: int = 5) -> list[float]:
-    """``n`` budgets spread geometrically over the finite ``times``, rounded up to 3 significant
-    figures so that the slowest time fits its budget.
+def default_budgets(times: Sequence[float], n: int = 5, span: float = 8.0) -> list[float]:
+    """``n`` budgets spread geometrically from the fastest of ``times`` (or the slowest over
+    ``span``, if that is sooner) to the slowest, rounded up to 3 significant figures so that the
+    slowest time fits its budget.
+
+    In time-budget mode every trial runs about as long as the budget, so the smaller budgets are
+    answered by the anytime front (the best curve point by then).
 
     Example:
         >>> default_budgets([1.0, 16.0], n=5)
         [1.0, 2.0, 4.0, 8.0, 16.0]
+        >>> default_budgets([7.5, 8.0], n=4)
+        [1.0, 2.0, 4.0, 8.0]
     """
     finite = sorted(t for t in times if math.isfinite(t) and t > 0)
     if not finite:
         return []
-    lo, hi = finite[0], finite[-1]
+    lo, hi = min(finite[0], finite[-1] / span), finite[-1]
     if hi <= lo * (1 + 1e-9) or n == 1:
         return [_round_up(hi)]
     raw = [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
@@ -518,22 +527,25 @@ def _recommend(
                 pick is None or _better(s.metric, pick.metric, maximize) or (s.metric == pick.metric and s.time_s < pick.time_s)
             ):
                 pick = s
-        a_best, a_trial = math.nan, None
+        a_best, a_time, a_trial = math.nan, math.nan, None
         for s, t, m in flat:
             if math.isfinite(t) and t <= b and math.isfinite(m) and _better(m, a_best, maximize):
-                a_best, a_trial = m, s.number
+                a_best, a_time, a_trial = m, t, s
+        basis = "finished" if pick else "anytime" if a_trial else "none"
+        chosen = pick or a_trial
         out.append(
             Recommendation(
                 budget_s=b,
-                trial=pick.number if pick else None,
-                time_s=pick.time_s if pick else math.nan,
-                metric=pick.metric if pick else math.nan,
-                batch_size=pick.batch_size if pick else None,
-                learning_rate=pick.learning_rate if pick else None,
-                epochs=pick.epochs if pick else None,
+                basis=basis,
+                trial=chosen.number if chosen else None,
+                time_s=pick.time_s if pick else a_time,
+                metric=pick.metric if pick else a_best,
+                batch_size=chosen.batch_size if chosen else None,
+                learning_rate=chosen.learning_rate if chosen else None,
+                epochs=chosen.epochs if chosen else None,
                 epochs_done=pick.epochs_done if pick else None,
                 anytime_metric=a_best,
-                anytime_trial=a_trial,
+                anytime_trial=a_trial.number if a_trial else None,
             )
         )
     return out
