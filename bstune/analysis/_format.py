@@ -152,7 +152,7 @@ def _markdown(r: Report) -> str:
 _CSV_COLUMNS = (
     "section", "trial", "budget_s", "time_s", "metric", "batch_size", "learning_rate", "epochs",
     "epochs_done", "state", "n_trials", "n_finished", "time_to_target_s", "throughput", "anytime_metric",
-    "anytime_trial", "basis", "parameter", "importance",
+    "anytime_trial", "basis", "parameter", "importance", "message",
 )
 
 
@@ -178,6 +178,8 @@ def _csv(r: Report) -> str:
         put("batch_size", d)
     for k, v in r.importance.items():
         put("importance", {"parameter": k, "importance": v})
+    for m in r.messages:
+        put("message", {"message": m})
     return buf.getvalue()
 
 

@@ -105,7 +105,7 @@ def _curves(report: Report, path: Path) -> Path:
     if norm is not None and drawn:
         sm = cm.ScalarMappable(norm=norm, cmap=cmap)
         bar = fig.colorbar(sm, ax=ax)
-        lo, hi = int(math.ceil(norm.vmin)), int(math.floor(norm.vmax))
+        lo, hi = int(math.ceil(float(norm.vmin or 0.0))), int(math.floor(float(norm.vmax or 0.0)))
         bar.set_ticks(list(range(lo, hi + 1)))
         bar.set_ticklabels([str(2**k) for k in range(lo, hi + 1)])
         bar.set_label("batch size (log2 colour scale)")

@@ -34,7 +34,7 @@ def pareto_indices(times: Sequence[float], metrics: Sequence[float], *, maximize
     if len(times) != len(metrics):
         raise ValueError(f"times and metrics must have the same length; got {len(times)} and {len(metrics)}")
     sign = 1.0 if maximize else -1.0
-    pts = [(float(t), sign * float(m), i) for i, (t, m) in enumerate(zip(times, metrics)) if _finite(t) and _finite(m)]
+    pts = [(float(t), sign * float(m), i) for i, (t, m) in enumerate(zip(times, metrics, strict=True)) if _finite(t) and _finite(m)]
     pts.sort(key=lambda p: (p[0], -p[1], p[2]))
     out: list[int] = []
     best_before = -math.inf  # the best metric among strictly faster points

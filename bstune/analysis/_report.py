@@ -320,14 +320,14 @@ def _round_up(x: float) -> float:
 
 
 def _time_to(curve_t: Sequence[float], curve_m: Sequence[float], target: float, maximize: bool) -> float:
-    for t, m in zip(curve_t, curve_m):
+    for t, m in zip(curve_t, curve_m, strict=True):
         if math.isfinite(t) and math.isfinite(m) and (m >= target if maximize else m <= target):
             return t
     return math.nan
 
 
 def _fit_scaling(batch_sizes: Sequence[int], lrs: Sequence[float]) -> ScalingFit | None:
-    pairs = [(b, lr) for b, lr in zip(batch_sizes, lrs) if b > 0 and lr > 0 and math.isfinite(lr)]
+    pairs = [(b, lr) for b, lr in zip(batch_sizes, lrs, strict=True) if b > 0 and lr > 0 and math.isfinite(lr)]
     if len({b for b, _ in pairs}) < 2:
         return None
     xs = [math.log(b) for b, _ in pairs]
@@ -335,10 +335,10 @@ def _fit_scaling(batch_sizes: Sequence[int], lrs: Sequence[float]) -> ScalingFit
     n = len(xs)
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     k = sxy / sxx
     a = my - k * mx
-    resid = [y - (a + k * x) for x, y in zip(xs, ys)]
+    resid = [y - (a + k * x) for x, y in zip(xs, ys, strict=True)]
     ss_res = sum(r * r for r in resid)
     ss_tot = sum((y - my) ** 2 for y in ys)
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
@@ -452,7 +452,7 @@ def analyze(
     # The anytime front: every curve point of every trial.
     flat: list[tuple[TrialSummary, float, float]] = []
     for s in summaries:
-        flat.extend((s, t, m) for t, m in zip(s.curve_time_s, s.curve_metric))
+        flat.extend((s, t, m) for t, m in zip(s.curve_time_s, s.curve_metric, strict=True))
     a_idx = pareto_indices([f[1] for f in flat], [f[2] for f in flat], maximize=maximize)
     anytime = [_point(flat[i][0], flat[i][1], flat[i][2], None) for i in a_idx]
 

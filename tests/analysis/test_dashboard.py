@@ -18,12 +18,11 @@ from typing import Any
 import optuna
 import pytest
 
+from analysis._studies import ROOT, make_synthetic_study
 from bstune.analysis import make_dashboard_server, publish_report, write_html
 from bstune.analysis._dashboard import FIGURE_IDS
 from bstune.errors import BstuneError
 from bstune.study import resolve_storage
-
-from conftest import ROOT, make_synthetic_study
 
 
 def _figure_ids(storage: str, name: str) -> set[str]:

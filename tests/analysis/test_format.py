@@ -12,9 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from analysis._studies import make_synthetic_study
 from bstune.analysis import Report, analyze, format_report, write_html, write_png
-
-from conftest import make_synthetic_study
 
 
 @pytest.fixture(scope="module")

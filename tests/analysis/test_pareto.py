@@ -64,8 +64,8 @@ def _brute_area(points: list[tuple[float, float]], ref: tuple[float, float], max
     xs = sorted({t for t, _ in rects} | {ref[0]})
     ys = sorted({m for _, m in rects} | {s * ref[1]})
     area = 0.0
-    for x0, x1 in zip(xs, xs[1:]):
-        for y0, y1 in zip(ys, ys[1:]):
+    for x0, x1 in zip(xs, xs[1:], strict=False):
+        for y0, y1 in zip(ys, ys[1:], strict=False):
             if any(t <= x0 and m >= y1 for t, m in rects):
                 area += (x1 - x0) * (y1 - y0)
     return area

@@ -10,13 +10,12 @@ import statistics
 import optuna
 import pytest
 
+from analysis._studies import make_synthetic_study
 from bstune.analysis import FORMATS, analyze, format_report, pareto_indices
 from bstune.objectives import Target, TimeBudget
 from bstune.run import curve_from_attrs
 from bstune.space import load_space
 from bstune.testing import SyntheticTask
-
-from conftest import make_synthetic_study
 
 
 def _pruning_study(n_trials: int = 24) -> optuna.Study:
