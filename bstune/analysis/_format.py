@@ -86,7 +86,8 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     recs = [
         [_f(x.budget_s, "g"), x.basis, f"#{x.trial}" if x.trial is not None else "-",
          str(x.batch_size) if x.trial is not None else "-", _lr(x.learning_rate),
-         _epochs(x.epochs_done, x.epochs) if x.trial is not None else "-", _f(x.metric), _f(x.time_s, ".2f"),
+         _epochs(x.epochs_done, x.epochs) if x.basis == "finished" else f"-/{x.epochs}" if x.trial is not None else "-",
+         _f(x.metric), _f(x.time_s, ".2f"),
          _f(x.anytime_metric) + (f" (#{x.anytime_trial})" if x.anytime_trial is not None else "")]
         for x in r.recommendations
     ]

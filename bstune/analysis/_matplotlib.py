@@ -36,14 +36,19 @@ def _log2_x(ax: Axes, values: list[int]) -> None:
     ax.set_xlabel("batch size (log2 scale)")
 
 
-def _log_y(ax: Axes, values: list[float], fmt: str = "{:g}") -> None:
-    """A log y axis whose labels stay readable numbers, minor ones too when it spans a decade or less."""
-    ax.set_yscale("log")
-    label = FuncFormatter(lambda v, _: fmt.format(v))
-    ax.yaxis.set_major_formatter(label)
+def _log_y(ax: Axes, values: list[float], label: str, fmt: str = "{:g}") -> None:
+    """A log y axis whose ticks read as plain numbers; a narrow range (under a factor of 3) stays
+    linear, where a log scale would show no labelled tick at all."""
     finite = [v for v in values if v > 0 and math.isfinite(v)]
+    if finite and max(finite) / min(finite) < 3:
+        ax.set_ylabel(label)
+        return
+    ax.set_yscale("log")
+    ax.set_ylabel(label[:-1] + ", log scale)" if label.endswith(")") else label + " (log scale)")
+    labels = FuncFormatter(lambda v, _: fmt.format(v))
+    ax.yaxis.set_major_formatter(labels)
     if finite and max(finite) / min(finite) < 10:
-        ax.yaxis.set_minor_formatter(label)
+        ax.yaxis.set_minor_formatter(labels)
         ax.tick_params(axis="y", which="minor", labelsize=8)
 
 
@@ -64,18 +69,27 @@ def _front(report: Report, path: Path) -> Path:
     done = [s for s in report.trials if s.state == "complete" and math.isfinite(s.time_s) and math.isfinite(s.metric)]
     dom = [s for s in done if s.number not in on_front]
     ax.scatter([s.time_s for s in dom], [s.metric for s in dom], s=30, color=_GREY, label="dominated trials", zorder=2)
+    # A front holds from each point on: its steps run on to the reference time (the right edge).
+    right = report.reference[0] if report.reference else None
     a = report.anytime_front
     if a:
-        ax.step([p.time_s for p in a], [p.metric for p in a], where="post", color=_ANYTIME, ls=":", lw=1.3,
-                label="anytime front (every curve point)", zorder=3)
+        xs, ys = [p.time_s for p in a], [p.metric for p in a]
+        if right is not None and right > xs[-1]:
+            xs, ys = [*xs, right], [*ys, ys[-1]]
+        ax.step(xs, ys, where="post", color=_ANYTIME, ls=":", lw=1.3, label="anytime front (every curve point)",
+                zorder=3)
     f = report.front
     if f:
-        ax.step([p.time_s for p in f], [p.metric for p in f], where="post", color=_FRONT, lw=2, zorder=4)
+        xs, ys = [p.time_s for p in f], [p.metric for p in f]
+        if right is not None and right > xs[-1]:
+            xs, ys = [*xs, right], [*ys, ys[-1]]
+        ax.step(xs, ys, where="post", color=_FRONT, lw=2, zorder=4)
         ax.scatter([p.time_s for p in f], [p.metric for p in f], s=70, marker="D", color=_FRONT, zorder=5,
                    label="Pareto front (finished trials)")
-        for p in f:
-            ax.annotate(f"B={p.batch_size}", (p.time_s, p.metric), textcoords="offset points", xytext=(-6, 7),
-                        ha="right", fontsize=8, color=_FRONT)
+        for i, p in enumerate(f):  # alternate above-left and below-right, so neighbours do not collide
+            ax.annotate(f"B={p.batch_size}", (p.time_s, p.metric), textcoords="offset points",
+                        xytext=(-6, 7) if i % 2 == 0 else (6, -13), ha="right" if i % 2 == 0 else "left",
+                        fontsize=8, color=_FRONT)
     if not done and not a:
         _note(ax, "no measured trial yet")
     ax.set_xlabel(report.time_label)
@@ -138,12 +152,10 @@ def _batch_sizes(report: Report, path: Path) -> Path:
     a2.plot([r.batch_size for r in hit], [r.time_to_target_s for r in hit], "o-", color=_ANYTIME,
             label="fastest trial to reach it")
     miss = [r.batch_size for r in rows if not math.isfinite(r.time_to_target_s)]
-    if hit:
-        _log_y(a2, [r.time_to_target_s for r in hit])
+    _log_y(a2, [r.time_to_target_s for r in hit], report.time_label)
     if miss:
         a2.text(0.02, 0.02, "never reached at batch " + ", ".join(str(b) for b in miss), transform=a2.transAxes,
                 fontsize=8, color="#555555")
-    a2.set_ylabel(report.time_label.replace("(s)", "(s, log scale)"))
     a2.set_title(f"Time to reach {report.metric_name} {tt:.4g} (steps-to-result, in seconds)" if tt is not None
                  else "Time to target", fontsize=10)
 
@@ -156,18 +168,14 @@ def _batch_sizes(report: Report, path: Path) -> Path:
         xs = [min(fit.batch_sizes), max(fit.batch_sizes)]
         a3.plot(xs, [fit.predict(x) for x in xs], "k--", lw=1.2,
                 label=f"fit: lr ~ B^{fit.exponent:.2f} (R^2 {fit.r2:.2f})")
-    if with_lr:
-        _log_y(a3, [s.learning_rate or 0.0 for s in with_lr], "{:.0e}")
-    a3.set_ylabel("learning rate (log scale)")
+    _log_y(a3, [s.learning_rate or 0.0 for s in with_lr], "learning rate", "{:.0e}")
     a3.set_title("Learning rate against batch size (1 = linear, 0.5 = square-root scaling)", fontsize=10)
 
     thr = [s for s in trials if s.throughput]
     a4.scatter([s.batch_size for s in thr], [s.throughput for s in thr], s=14, color=_GREY, label="trials")
     med = [r for r in rows if r.throughput]
     a4.plot([r.batch_size for r in med], [r.throughput for r in med], "o-", color="#2ca02c", label="median")
-    if thr:
-        _log_y(a4, [s.throughput or 0.0 for s in thr], "{:,.0f}")
-    a4.set_ylabel("throughput (samples/s, log scale)")
+    _log_y(a4, [s.throughput or 0.0 for s in thr], "throughput (samples/s)", "{:,.0f}")
     a4.set_title("Training throughput against batch size", fontsize=10)
 
     for ax in (a1, a2, a3, a4):

@@ -53,8 +53,19 @@ def front_figure(report: Report) -> go.Figure:
             marker={"color": _GREY, "size": 8}, text=[_hover(s) for s in dominated], hoverinfo="text+x+y",
         )
     )
+    # A front holds from each point on: the step lines run on to the reference time.
+    right = report.reference[0] if report.reference else None
     if report.anytime_front:
         a = report.anytime_front
+        xs, ys = [p.time_s for p in a], [p.metric for p in a]
+        if right is not None and right > xs[-1]:
+            xs, ys = [*xs, right], [*ys, ys[-1]]
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", line_shape="hv", showlegend=False, hoverinfo="skip",
+                line={"color": _ANYTIME, "dash": "dot"},
+            )
+        )
         fig.add_trace(
             go.Scatter(
                 x=[p.time_s for p in a], y=[p.metric for p in a], mode="lines+markers", line_shape="hv",
@@ -66,6 +77,9 @@ def front_figure(report: Report) -> go.Figure:
     if report.front:
         byn = {s.number: s for s in done}
         f = report.front
+        if right is not None and right > f[-1].time_s:
+            fig.add_trace(go.Scatter(x=[f[-1].time_s, right], y=[f[-1].metric] * 2, mode="lines", showlegend=False,
+                                     hoverinfo="skip", line={"color": _FRONT, "width": 2}))
         fig.add_trace(
             go.Scatter(
                 x=[p.time_s for p in f], y=[p.metric for p in f], mode="lines+markers+text", line_shape="hv",
