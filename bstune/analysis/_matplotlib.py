@@ -40,14 +40,14 @@ def _log_y(ax: Axes, values: list[float], label: str, fmt: str = "{:g}") -> None
     """A log y axis whose ticks read as plain numbers; a narrow range (under a factor of 3) stays
     linear, where a log scale would show no labelled tick at all."""
     finite = [v for v in values if v > 0 and math.isfinite(v)]
-    if finite and max(finite) / min(finite) < 3:
+    if not finite or max(finite) / min(finite) < 3:
         ax.set_ylabel(label)
         return
     ax.set_yscale("log")
     ax.set_ylabel(label[:-1] + ", log scale)" if label.endswith(")") else label + " (log scale)")
     labels = FuncFormatter(lambda v, _: fmt.format(v))
     ax.yaxis.set_major_formatter(labels)
-    if finite and max(finite) / min(finite) < 10:
+    if max(finite) / min(finite) < 10:
         ax.yaxis.set_minor_formatter(labels)
         ax.tick_params(axis="y", which="minor", labelsize=8)
 
