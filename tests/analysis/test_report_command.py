@@ -98,3 +98,10 @@ def test_import_bstune_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_dashboard_command_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    code, _, err = _run(["dashboard", "--storage", f"sqlite:///{tmp_path / 'none.db'}"], capsys)
+    assert code == 1 and err.startswith("bstune: error: storage") and err.endswith("does not exist\n")
+    code, _, err = _run(["dashboard", "--port", "70000"], capsys)
+    assert code == 1 and err == "bstune: error: --port must be an integer in [0, 65535]; got 70000\n"
