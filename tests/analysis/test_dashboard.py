@@ -119,7 +119,9 @@ _FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no
           "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _chromium() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium; checked before the study is built, so a skip costs nothing."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         reason = "chromium is not installed (apt-get install chromium); the dashboard browser test needs it"
@@ -158,8 +160,7 @@ def _start_dashboard(storage: str, study_name: str) -> tuple[subprocess.Popen[st
     return proc, line.split("open ", 1)[1].split()[0]
 
 
-def test_browser_shows_the_study_its_note_and_figures(optimized: dict[str, Any], tmp_path: Path) -> None:
-    chromium = _chromium()
+def test_browser_shows_the_study_its_note_and_figures(chromium: str, optimized: dict[str, Any], tmp_path: Path) -> None:
     proc, url = _start_dashboard(optimized["storage"], "blobs")
     try:
         assert url.startswith("http://127.0.0.1:")
@@ -177,8 +178,7 @@ def test_browser_shows_the_study_its_note_and_figures(optimized: dict[str, Any],
         proc.wait(timeout=30)
 
 
-def test_browser_opens_the_html_report_offline(optimized: dict[str, Any], tmp_path: Path) -> None:
-    chromium = _chromium()
+def test_browser_opens_the_html_report_offline(chromium: str, optimized: dict[str, Any], tmp_path: Path) -> None:
     from bstune.analysis import analyze
 
     study = optuna.load_study(study_name="blobs", storage=optimized["storage"])
