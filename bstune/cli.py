@@ -7,6 +7,7 @@ shown only with ``--debug``.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -121,6 +122,10 @@ def optimize(
         Optional[list[str]],
         typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable."),
     ] = None,
+    artifact_dir: Annotated[
+        Optional[Path],
+        typer.Option("--artifact-dir", help="Also save the report files (HTML, JSON, PNG) as Optuna artifacts here."),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
@@ -207,7 +212,96 @@ def optimize(
             console.print(_progress.best_table(rows, mode))
         else:
             console.print("no trial finished with a feasible value yet")
-        console.print(f"inspect it: optuna-dashboard {mask_url(storage)}")
+        from bstune.analysis import publish_report
+
+        publish_report(study, console=console, artifact_dir=artifact_dir)
+        console.print(f"inspect it: bstune dashboard --storage {mask_url(storage)} --study-name {shlex.quote(study_name)}")
+
+
+@app.command()
+def report(
+    storage: Annotated[
+        str, typer.Option("--storage", help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log.")
+    ] = "sqlite:///bstune.db",
+    study_name: Annotated[
+        Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown, on standard output.")] = "table",
+    html: Annotated[
+        Optional[Path], typer.Option("--html", help="Also write one self-contained HTML file with interactive figures.")
+    ] = None,
+    png: Annotated[
+        Optional[Path], typer.Option("--png", help="Also write PNG pictures (front, curves, batch sizes) into this folder.")
+    ] = None,
+    budget: Annotated[
+        Optional[list[float]],
+        typer.Option("--budget", help="Seconds to recommend a configuration for; repeatable (default: spread over the trials)."),
+    ] = None,
+    target: Annotated[
+        Optional[float],
+        typer.Option("--target", help="The metric for time-to-target against batch size (default: the study's target)."),
+    ] = None,
+) -> None:
+    """Report on a study: Pareto front of time against metric, a recommendation per budget,
+    batch-size effects and parameter importance."""
+    from bstune.analysis import FORMATS, analyze, format_report, load_existing_study, print_report
+
+    if fmt not in FORMATS:
+        raise BstuneError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    for b in budget or []:
+        _positive("--budget", b)
+    if target is not None and not math.isfinite(target):
+        raise BstuneError(f"--target must be a finite number; got {target}")
+    study = load_existing_study(storage, study_name)
+    result = analyze(study, budgets=budget or None, target=target)
+    if fmt == "table":
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console.width = max(console.width, 150)
+        print_report(result, console)
+    else:
+        typer.echo(format_report(result, fmt), nl=False)
+    if html is not None:
+        from bstune.analysis import write_html
+
+        typer.echo(f"wrote {write_html(result, html)}", err=True)
+    if png is not None:
+        from bstune.analysis import write_png
+
+        for path in write_png(result, png):
+            typer.echo(f"wrote {path}", err=True)
+
+
+@app.command()
+def dashboard(
+    storage: Annotated[
+        str, typer.Option("--storage", help="Where the studies live: sqlite:///FILE.db, postgresql://..., journal:FILE.log.")
+    ] = "sqlite:///bstune.db",
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Open this study's page.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8080,
+    artifact_dir: Annotated[
+        Optional[Path],
+        typer.Option("--artifact-dir", help="Optuna artifact directory (default: the one the study recorded)."),
+    ] = None,
+) -> None:
+    """Start optuna-dashboard on the storage and print the address to open (Ctrl-C stops it)."""
+    from bstune.analysis import make_dashboard_server
+    from bstune.study import mask_url
+
+    if not 0 <= port <= 65535:
+        raise BstuneError(f"--port must be an integer in [0, 65535]; got {port}")
+    server, url = make_dashboard_server(storage, host=host, port=port, artifact_dir=artifact_dir, study_name=study_name)
+    typer.echo(f"optuna-dashboard on {mask_url(storage)}: open {url}  (Ctrl-C to stop)")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @app.command()

@@ -55,7 +55,7 @@ def test_lstm_time_budget_end_to_end(cli, tmp_path):
         curve_ms = [int(s * 1000) for s in ua["curve"]["train_s"]]
         assert steps == pytest.approx(curve_ms, abs=1)
         assert steps[-1] <= 2000
-    assert "[3/3]" in out and "Best configurations" in out and "optuna-dashboard sqlite:///x.db" in out
+    assert "[3/3]" in out and "Best configurations" in out and "bstune dashboard --storage sqlite:///x.db --study-name s" in out
 
 
 def test_target_mode_values_are_seconds_to_target(cli, tmp_path):

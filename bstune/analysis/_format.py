@@ -1,0 +1,202 @@
+"""A :class:`~bstune.analysis.Report` as text: a terminal table, JSON, CSV or Markdown.
+
+Formatting only: every number comes from the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from bstune.analysis._report import Report
+from bstune.errors import invalid
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["FORMATS", "format_report", "print_report"]
+
+#: The text formats of ``bstune report --format``.
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+def _f(x: float | None, spec: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return format(x, spec)
+
+
+def _lr(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+def _epochs(done: float | None, planned: int | None) -> str:
+    if done is None:
+        return "-" if planned is None else str(planned)
+    return f"{done:.2f}/{planned if planned is not None else '?'}"
+
+
+def _headline(r: Report) -> list[str]:
+    if r.mode == "time_budget":
+        what = f"time budget {r.budget_s:g} s per trial"
+    elif r.mode == "target":
+        what = f"target {r.metric_name} {r.target:g}"
+    else:
+        what = "a study not made by bstune"
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(r.states.items())) or "no trials"
+    lines = [f"Study {r.study_name!r}: {what}; {r.n_trials} trials ({counts})."]
+    if r.hypervolume is not None and r.reference is not None:
+        lines.append(
+            f"Hypervolume up to ({r.reference[0]:.3g} s, {r.metric_name} {r.reference[1]:.4g}): "
+            f"front {r.hypervolume:.4g}, anytime front {_f(r.anytime_hypervolume, '.4g')} ({r.metric_name} x s)."
+        )
+    if r.lr_scaling is not None:
+        fit = r.lr_scaling
+        err = f" +/- {fit.stderr:.2f}" if math.isfinite(fit.stderr) else ""
+        lines.append(
+            f"Learning rate against batch size (best trial per batch size): exponent {fit.exponent:.2f}{err} "
+            f"(1 = linear, 0.5 = square root), R^2 {fit.r2:.2f}, {len(fit.batch_sizes)} batch sizes."
+        )
+    return lines
+
+
+def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of each table, as strings shared by the table and Markdown formats."""
+    m = r.metric_name
+    front = [
+        [f"#{p.trial}", _f(p.time_s, ".2f"), _f(p.metric), str(p.batch_size), _lr(p.learning_rate),
+         _epochs(p.epochs_done, p.epochs)]
+        for p in r.front
+    ]
+    # The anytime front has a point per evaluation; consecutive points of one trial read as a run.
+    anytime = []
+    seg: list[Any] = []
+    for p in [*r.anytime_front, None]:
+        if seg and (p is None or p.trial != seg[0].trial):
+            a, b = seg[0], seg[-1]
+            anytime.append([f"#{a.trial}", f"{_f(a.time_s, '.2f')} - {_f(b.time_s, '.2f')}",
+                            f"{_f(a.metric)} - {_f(b.metric)}", str(len(seg)), str(a.batch_size),
+                            _lr(a.learning_rate), a.state])
+            seg = []
+        if p is not None:
+            seg.append(p)
+    recs = [
+        [_f(x.budget_s, "g"), x.basis, f"#{x.trial}" if x.trial is not None else "-",
+         str(x.batch_size) if x.trial is not None else "-", _lr(x.learning_rate),
+         _epochs(x.epochs_done, x.epochs) if x.basis == "finished" else f"-/{x.epochs}" if x.trial is not None else "-",
+         _f(x.metric), _f(x.time_s, ".2f"),
+         _f(x.anytime_metric) + (f" (#{x.anytime_trial})" if x.anytime_trial is not None else "")]
+        for x in r.recommendations
+    ]
+    tt = f"s to {m} {_f(r.time_to_target_target, '.4g')}"
+    batches = [
+        [str(b.batch_size), str(b.n_trials), str(b.n_finished), _f(b.best_metric),
+         f"#{b.best_trial}" if b.best_trial is not None else "-", _lr(b.best_learning_rate),
+         _f(b.time_to_target_s, ".2f"), _f(b.throughput, ",.0f")]
+        for b in r.batch_sizes
+    ]
+    imp = [[k, f"{v:.3f}"] for k, v in r.importance.items()]
+    return [
+        (f"Pareto front: {r.time_label} against {r.metric_label} (finished trials)",
+         ["trial", "seconds", m, "batch", "learning rate", "epochs"], front),
+        ("Recommendation per budget (best finished trial within it, else the best curve by then)",
+         ["budget s", "from", "trial", "batch", "learning rate", "epochs", m, "took s", f"anytime {m}"], recs),
+        ("Batch-size effects", ["batch", "trials", "finished", f"best {m}", "trial", "its learning rate", tt, "samples/s"],
+         batches),
+        ("Anytime front (every curve point, pruned trials included; consecutive points of a trial joined)",
+         ["trial", "seconds", m, "points", "batch", "learning rate", "state"], anytime),
+        ("Parameter importance", ["parameter", "importance"], imp),
+    ]
+
+
+def print_report(report: Report, console: Console, *, anytime: bool = True) -> None:
+    """Print ``report`` as terminal tables on a rich ``console``; ``anytime=False`` leaves out the
+    (long) anytime-front table."""
+    from rich.table import Table
+
+    for line in _headline(report):
+        console.print(line, highlight=False, markup=False)
+    for title, header, rows in _sections(report):
+        if not rows or (not anytime and title.startswith("Anytime")):
+            continue
+        table = Table(title=title, title_justify="left")
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 or h in ("state",) else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for msg in report.messages:
+        console.print(f"note: {msg}", highlight=False, markup=False)
+
+
+def _markdown(r: Report) -> str:
+    out = [f"# bstune report: {r.study_name}", ""]
+    for line in _headline(r):
+        out += [line, ""]  # one paragraph each
+    for title, header, rows in _sections(r):
+        out += [f"## {title}", ""]
+        if not rows:
+            out += ["(none)", ""]
+            continue
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "|".join("---" for _ in header) + "|")
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+        out.append("")
+    if r.messages:
+        out += ["## Notes", ""] + [f"- {m}" for m in r.messages]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+_CSV_COLUMNS = (
+    "section", "trial", "budget_s", "time_s", "metric", "batch_size", "learning_rate", "epochs",
+    "epochs_done", "state", "n_trials", "n_finished", "time_to_target_s", "throughput", "anytime_metric",
+    "anytime_trial", "basis", "parameter", "importance", "message",
+)
+
+
+def _csv(r: Report) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+
+    def put(section: str, row: dict[str, Any]) -> None:
+        clean = {k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in row.items()}
+        w.writerow({"section": section, **clean})
+
+    for p in r.front:
+        put("front", p._asdict())
+    for p in r.anytime_front:
+        put("anytime_front", p._asdict())
+    for x in r.recommendations:
+        d = x._asdict()
+        put("recommendation", d)
+    for b in r.batch_sizes:
+        d = b._asdict()
+        d["metric"], d["trial"], d["learning_rate"] = d.pop("best_metric"), d.pop("best_trial"), d.pop("best_learning_rate")
+        put("batch_size", d)
+    for k, v in r.importance.items():
+        put("importance", {"parameter": k, "importance": v})
+    for m in r.messages:
+        put("message", {"message": m})
+    return buf.getvalue()
+
+
+def format_report(report: Report, fmt: str) -> str:
+    """``report`` as ``"json"``, ``"csv"`` (one table, its ``section`` column says which part a row
+    belongs to), ``"markdown"`` or ``"table"`` (plain-text terminal tables)."""
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        return _csv(report)
+    if fmt == "markdown":
+        return _markdown(report)
+    if fmt == "table":
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None, highlight=False)
+        print_report(report, console)
+        return console.file.getvalue()  # type: ignore[attr-defined]
+    raise invalid("fmt", "format_report", "one of " + ", ".join(FORMATS), fmt)

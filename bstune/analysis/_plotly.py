@@ -1,0 +1,243 @@
+"""Interactive plotly figures of a :class:`~bstune.analysis.Report`, and the self-contained HTML.
+
+Drawing only. Imported on first use (plotly is heavy); ``import bstune`` never loads it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from bstune.analysis._format import _headline, _sections
+from bstune.analysis._report import Report, TrialSummary
+
+__all__ = ["batch_size_figure", "curves_figure", "figures", "front_figure", "importance_figure", "write_html"]
+
+_GREY = "rgba(140,140,140,0.55)"
+_FRONT = "#d62728"
+_ANYTIME = "#1f77b4"
+
+
+def _hover(s: TrialSummary) -> str:
+    lr = f"{s.learning_rate:.2e}" if s.learning_rate is not None else "?"
+    return f"trial #{s.number}<br>batch {s.batch_size}<br>lr {lr}<br>epochs {s.epochs}<br>{s.stop_reason}"
+
+
+def _log2_axis(values: list[int]) -> dict[str, object]:
+    if not values:
+        return {"type": "log"}
+    lo, hi = int(math.log2(min(values))), int(math.ceil(math.log2(max(values))))
+    ticks = [2**k for k in range(lo, hi + 1)]
+    return {"type": "log", "tickvals": ticks, "ticktext": [str(t) for t in ticks]}
+
+
+def _empty(fig: go.Figure, text: str) -> go.Figure:
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5, font={"size": 14})
+    return fig
+
+
+def front_figure(report: Report) -> go.Figure:
+    """Every finished trial at (time, best metric); the front as a step line above the dominated
+    trials, and the anytime front over all curve points."""
+    fig = go.Figure()
+    on_front = report.front_trials
+    done = [s for s in report.trials if s.state == "complete" and math.isfinite(s.time_s) and math.isfinite(s.metric)]
+    dominated = [s for s in done if s.number not in on_front]
+    fig.add_trace(
+        go.Scatter(
+            x=[s.time_s for s in dominated], y=[s.metric for s in dominated], mode="markers", name="dominated trials",
+            marker={"color": _GREY, "size": 8}, text=[_hover(s) for s in dominated], hoverinfo="text+x+y",
+        )
+    )
+    # A front holds from each point on: the step lines run on to the reference time.
+    right = report.reference[0] if report.reference else None
+    if report.anytime_front:
+        a = report.anytime_front
+        xs, ys = [p.time_s for p in a], [p.metric for p in a]
+        if right is not None and right > xs[-1]:
+            xs, ys = [*xs, right], [*ys, ys[-1]]
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", line_shape="hv", showlegend=False, hoverinfo="skip",
+                line={"color": _ANYTIME, "dash": "dot"},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[p.time_s for p in a], y=[p.metric for p in a], mode="lines+markers", line_shape="hv",
+                name="anytime front (curve points)", line={"color": _ANYTIME, "dash": "dot"},
+                marker={"size": 5, "symbol": "circle-open"},
+                text=[f"trial #{p.trial} ({p.state}), batch {p.batch_size}" for p in a], hoverinfo="text+x+y",
+            )
+        )
+    if report.front:
+        byn = {s.number: s for s in done}
+        f = report.front
+        if right is not None and right > f[-1].time_s:
+            fig.add_trace(go.Scatter(x=[f[-1].time_s, right], y=[f[-1].metric] * 2, mode="lines", showlegend=False,
+                                     hoverinfo="skip", line={"color": _FRONT, "width": 2}))
+        fig.add_trace(
+            go.Scatter(
+                x=[p.time_s for p in f], y=[p.metric for p in f], mode="lines+markers+text", line_shape="hv",
+                name="Pareto front (finished trials)", line={"color": _FRONT, "width": 2},
+                marker={"color": _FRONT, "size": 11, "symbol": "diamond"},
+                text=[f"B={p.batch_size}" for p in f], textposition="top left",
+                hovertext=[_hover(byn[p.trial]) for p in f], hoverinfo="text+x+y",
+            )
+        )
+    fig.update_layout(
+        title=f"Pareto front: {report.metric_label} against {report.time_label} ({report.study_name})",
+        xaxis_title=report.time_label, yaxis_title=report.metric_label, template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    if not done and not report.anytime_front:
+        _empty(fig, "no measured trial yet")
+    return fig
+
+
+def curves_figure(report: Report) -> go.Figure:
+    """Each trial's validation metric against time, coloured by log2 of its batch size."""
+    fig = go.Figure()
+    batches = [s.batch_size for s in report.trials if s.batch_size]
+    lo, hi = (math.log2(min(batches)), math.log2(max(batches))) if batches else (0.0, 1.0)
+    import plotly.colors as pc
+
+    for s in report.trials:
+        if not s.curve_time_s:
+            continue
+        frac = 0.5 if hi == lo or not s.batch_size else (math.log2(s.batch_size) - lo) / (hi - lo)
+        color = pc.sample_colorscale("Viridis", [frac])[0]
+        fig.add_trace(
+            go.Scatter(
+                x=list(s.curve_time_s), y=[m if math.isfinite(m) else None for m in s.curve_metric],
+                mode="lines+markers", name=f"#{s.number} B={s.batch_size}",
+                line={"color": color, "dash": "solid" if s.state == "complete" else "dot"}, marker={"size": 4},
+                hovertext=_hover(s), hoverinfo="text+x+y",
+            )
+        )
+    fig.update_layout(
+        title=f"Learning curves: {report.metric_label} against {report.time_label} (dotted: not finished)",
+        xaxis_title=report.time_label, yaxis_title=report.metric_label, template="plotly_white",
+    )
+    if not fig.data:
+        _empty(fig, "no learning curve recorded yet")
+    return fig
+
+
+def batch_size_figure(report: Report) -> go.Figure:
+    """Four panels against batch size (log2 axis): best metric, time to target, learning rate of the
+    best trials with the fitted exponent, and throughput."""
+    tt = report.time_to_target_target
+    fig = make_subplots(
+        rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.16,
+        subplot_titles=(
+            f"best {report.metric_label}",
+            f"{report.time_label.split(' (')[0]} to {report.metric_name} {tt:.4g}" if tt is not None else "time to target",
+            "learning rate (best trial per batch size)",
+            "throughput",
+        ),
+    )
+    rows = report.batch_sizes
+    trials = [s for s in report.trials if s.batch_size]
+    done = [s for s in trials if s.state == "complete" and math.isfinite(s.metric)]
+    fig.add_trace(go.Scatter(x=[s.batch_size for s in done], y=[s.metric for s in done], mode="markers",
+                             marker={"color": _GREY}, name="finished trials", text=[_hover(s) for s in done],
+                             hoverinfo="text+y"), 1, 1)
+    best = [r for r in rows if math.isfinite(r.best_metric)]
+    fig.add_trace(go.Scatter(x=[r.batch_size for r in best], y=[r.best_metric for r in best], mode="lines+markers",
+                             marker={"color": _FRONT}, name="best per batch size"), 1, 1)
+    hit = [r for r in rows if math.isfinite(r.time_to_target_s)]
+    fig.add_trace(go.Scatter(x=[r.batch_size for r in hit], y=[r.time_to_target_s for r in hit], mode="lines+markers",
+                             marker={"color": _ANYTIME}, name="fastest to target"), 1, 2)
+    with_lr = [s for s in trials if s.learning_rate]
+    fig.add_trace(go.Scatter(x=[s.batch_size for s in with_lr], y=[s.learning_rate for s in with_lr], mode="markers",
+                             marker={"color": _GREY, "size": 5}, name="all trials", showlegend=False,
+                             text=[_hover(s) for s in with_lr], hoverinfo="text"), 2, 1)
+    fit = report.lr_scaling
+    if fit is not None:
+        fig.add_trace(go.Scatter(x=list(fit.batch_sizes), y=list(fit.learning_rates), mode="markers",
+                                 marker={"color": _FRONT, "size": 10, "symbol": "diamond"},
+                                 name="best trial per batch size"), 2, 1)
+        xs = sorted(set(fit.batch_sizes))
+        xs = [xs[0], xs[-1]]
+        fig.add_trace(go.Scatter(x=xs, y=[fit.predict(x) for x in xs], mode="lines", line={"color": "black", "dash": "dash"},
+                                 name=f"fit: lr ~ B^{fit.exponent:.2f}"), 2, 1)
+    thr = [s for s in trials if s.throughput]
+    fig.add_trace(go.Scatter(x=[s.batch_size for s in thr], y=[s.throughput for s in thr], mode="markers",
+                             marker={"color": _GREY, "size": 5}, showlegend=False, name="trial throughput"), 2, 2)
+    med = [r for r in rows if r.throughput]
+    fig.add_trace(go.Scatter(x=[r.batch_size for r in med], y=[r.throughput for r in med], mode="lines+markers",
+                             marker={"color": "#2ca02c"}, name="median throughput"), 2, 2)
+    axis = _log2_axis([r.batch_size for r in rows])
+    for r_, c_ in ((1, 1), (1, 2), (2, 1), (2, 2)):
+        fig.update_xaxes(title_text="batch size (log2 scale)", row=r_, col=c_, **axis)
+    fig.update_yaxes(title_text=report.metric_label, row=1, col=1)
+    fig.update_yaxes(title_text="seconds (log scale)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="learning rate (log scale)", type="log", row=2, col=1)
+    fig.update_yaxes(title_text="samples/s (log scale)", type="log", row=2, col=2)
+    fig.update_layout(title=f"Batch-size effects ({report.study_name})", template="plotly_white", height=750)
+    if not rows:
+        _empty(fig, "no trial with a batch size yet")
+    return fig
+
+
+def importance_figure(report: Report) -> go.Figure:
+    """Parameter importance as horizontal bars."""
+    items = sorted(report.importance.items(), key=lambda kv: kv[1])
+    fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h"))
+    fig.update_layout(title="Parameter importance (Optuna)", xaxis_title="importance (fraction of the total)",
+                      template="plotly_white", height=max(250, 60 * len(items) + 120))
+    if not items:
+        _empty(fig, "parameter importance not available")
+    return fig
+
+
+def figures(report: Report) -> dict[str, go.Figure]:
+    """All figures by name: front, curves, batch_sizes, importance."""
+    return {
+        "front": front_figure(report),
+        "curves": curves_figure(report),
+        "batch_sizes": batch_size_figure(report),
+        "importance": importance_figure(report),
+    }
+
+
+def write_html(report: Report, path: str | Path) -> Path:
+    """Write one HTML file with the report's tables and interactive figures. plotly.js is embedded
+    inline, so the file opens offline."""
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>bstune report: {html.escape(report.study_name)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}</style></head><body>",
+        f"<h1>bstune report: {html.escape(report.study_name)}</h1>",
+    ]
+    parts += [f"<p>{html.escape(line)}</p>" for line in _headline(report)]
+    parts += [f"<p><em>note: {html.escape(m)}</em></p>" for m in report.messages]
+    first = True
+    figs = figures(report)
+    order = ["front", "recommendations", "curves", "batch_sizes", "importance"]
+    sections = {title: (header, rows) for title, header, rows in _sections(report)}
+    for name in order:
+        if name == "recommendations":
+            for title, (header, rows) in sections.items():
+                if not rows:
+                    continue
+                parts.append(f"<h2>{html.escape(title)}</h2><table><tr>")
+                parts += [f"<th>{html.escape(h)}</th>" for h in header]
+                parts.append("</tr>")
+                for row in rows:
+                    parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+                parts.append("</table>")
+            continue
+        parts.append(figs[name].to_html(full_html=False, include_plotlyjs=True if first else False,
+                                        div_id=f"bstune-{name}"))
+        first = False
+    parts.append("</body></html>")
+    out = Path(path)
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
