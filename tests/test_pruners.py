@@ -107,6 +107,26 @@ def test_time_aligned_compares_sparse_and_uneven_reports_at_equal_time() -> None
     assert not ok.should_prune()
 
 
+def test_time_aligned_percentile_style_judges_every_report_between_rungs() -> None:
+    def study_with(percentile: float | None) -> optuna.Study:
+        pruner = TimeAlignedPruner(min_seconds=1.0, n_startup_trials=0, n_min_trials=3, percentile=percentile)
+        study = _study(pruner)
+        for final in (0.9, 0.8, 0.7, 0.6):
+            _finished(study, _ramp(final, [500, 1000, 2000, 3000, 4000]))
+        return study
+
+    # Optuna's rule: percentile=50 prunes below the median, percentile=90 only below the 10th.
+    for percentile, expected in ((None, False), (50.0, True), (90.0, False)):
+        study = study_with(percentile)
+        t = study.ask()
+        t.report(0.25, 1100)  # the 1 s rung: second of five, kept
+        assert not t.should_prune()
+        t.report(0.36, 1800)  # not a rung; at 1.8 s the others stand at 0.27 to 0.405, median 0.34
+        assert not t.should_prune()
+        t.report(0.37, 2000)  # at 2 s: 0.30 to 0.45, median 0.375, 10th percentile 0.315
+        assert t.should_prune() is expected, percentile
+
+
 def test_time_aligned_waits_for_enough_trials_to_reach_that_time() -> None:
     study = _study(TimeAlignedPruner(min_seconds=1.0, n_startup_trials=0, n_min_trials=3))
     _finished(study, _ramp(0.9, [500, 4000]))
