@@ -234,6 +234,37 @@ def real(name: str, seed: int, max_trials: int = 60) -> list[Outcome]:
     return out
 
 
+def simulated_target(seeds: list[int], n_trials: int, target: float) -> str:
+    """Target mode on the simulated task: bstune's default pruning against none, same trials."""
+    mode = bstune.Target(target)
+    space = bstune.load_space("default")
+    lines = [
+        f"### Simulated task, target accuracy {target:g}, {n_trials} trials each",
+        "",
+        "| strategy | seed | training s | finished | stopped | best time-to-target s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for seed in seeds:
+        for name, pruner in (("bstune default", default_pruner(mode)), ("no pruning", None)):
+            task = SyntheticTask(seed=seed, clock=FakeClock())
+            study = create_study(mode, space=space, seed=seed, pruner=pruner)
+            study.optimize(make_objective(task, space, mode, clock=task.clock), n_trials=n_trials)
+            spent = sum(float(t.user_attrs.get("train_s", 0.0)) for t in study.trials)
+            states = [t.state for t in study.trials]
+            hits = [
+                t.value
+                for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE
+                and t.user_attrs.get("reached_target")
+            ]
+            best = f"{min(hits):.2f}" if hits else "none reached"
+            lines.append(
+                f"| {name} | {seed} | {spent:.1f} | {states.count(optuna.trial.TrialState.COMPLETE)} "
+                f"| {states.count(optuna.trial.TrialState.PRUNED)} | {best} |"
+            )
+    return "\n".join(lines)
+
+
 def table(rows: list[Outcome], title: str) -> str:
     lines = [
         f"### {title}",
@@ -279,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=float, default=30.0)
     ap.add_argument("--real", action="store_true", help="also the MLP and LSTM examples (minutes)")
     ap.add_argument(
+        "--target", type=float, help="only target mode on the simulated task, to this accuracy"
+    )
+    ap.add_argument(
         "--variant",
         choices=sorted(VARIANTS),
         help="only the same-number-of-trials comparison, for this time-aligned setting against "
@@ -287,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     seeds = list(range(args.seeds))
+    if args.target is not None:
+        print(simulated_target(seeds, args.n_trials, args.target))
+        return
     if args.variant:
         global STRATEGIES
         STRATEGIES = ("bstune default", f"variant {args.variant}", "no pruning")

@@ -107,6 +107,26 @@ def test_time_aligned_compares_sparse_and_uneven_reports_at_equal_time() -> None
     assert not ok.should_prune()
 
 
+def test_time_aligned_percentile_style_judges_every_report_between_rungs() -> None:
+    def study_with(percentile: float | None) -> optuna.Study:
+        pruner = TimeAlignedPruner(min_seconds=1.0, n_startup_trials=0, n_min_trials=3, percentile=percentile)
+        study = _study(pruner)
+        for final in (0.9, 0.8, 0.7, 0.6):
+            _finished(study, _ramp(final, [500, 1000, 2000, 3000, 4000]))
+        return study
+
+    # Optuna's rule: percentile=50 prunes below the median, percentile=90 only below the 10th.
+    for percentile, expected in ((None, False), (50.0, True), (90.0, False)):
+        study = study_with(percentile)
+        t = study.ask()
+        t.report(0.25, 1100)  # the 1 s rung: second of five, kept
+        assert not t.should_prune()
+        t.report(0.36, 1800)  # not a rung; at 1.8 s the others stand at 0.27 to 0.405, median 0.34
+        assert not t.should_prune()
+        t.report(0.37, 2000)  # at 2 s: 0.30 to 0.45, median 0.375, 10th percentile 0.315
+        assert t.should_prune() is expected, percentile
+
+
 def test_time_aligned_waits_for_enough_trials_to_reach_that_time() -> None:
     study = _study(TimeAlignedPruner(min_seconds=1.0, n_startup_trials=0, n_min_trials=3))
     _finished(study, _ramp(0.9, [500, 4000]))
@@ -677,3 +697,41 @@ def test_cli_optimize_with_a_pruner(
     study = optuna.load_study(study_name="mlp_blobs-budget-0.2s", storage=db)
     assert len(study.trials) == 3
     assert all(t.user_attrs["stop_reason"] in ("budget", "epochs", "pruned") for t in study.trials)
+
+
+def test_reasons_nobody_asks_for_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bstune.pruners import _base
+
+    monkeypatch.setattr(_base, "_MAX_REASONS", 3)
+    pruner = DivergencePruner()
+    study = _study(pruner)
+    numbers = []
+    for _ in range(5):
+        t = study.ask()
+        t.report(math.nan, 100)
+        assert t.should_prune()
+        numbers.append(t.number)
+    assert pruner.explain(study, numbers[0]) is None  # the oldest was dropped
+    assert pruner.explain(study, numbers[-1]).outcome == "diverged"
+
+
+def test_the_sampler_moves_away_from_batches_that_run_out_of_memory() -> None:
+    import torch
+
+    task = SyntheticTask(seed=0, clock=FakeClock())
+
+    def train(hp: bstune.Hyperparams, run: bstune.Run) -> None:
+        if hp.batch_size >= 128:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        task(hp, run)
+
+    mode = bstune.TimeBudget(30.0)
+    space = bstune.load_space("default")  # batch 16 to 512: half the sizes "do not fit"
+    study = create_study(mode, space=space, seed=0)
+    bstune.optimize(study, make_objective(train, space, mode, clock=task.clock), n_trials=30)
+    assert len(study.trials) == 30
+    big = [t.user_attrs["batch_size"] >= 128 for t in study.trials]
+    assert sum(big[8:]) / 22 <= 0.25  # after TPE's 8 random trials, about half of which were big
+    assert sum(big[8:]) / 22 < sum(big[:8]) / 8
+    skipped = [t for t in study.trials if t.user_attrs.get("stop_detail", "").startswith("not trained")]
+    assert skipped and all(t.constraints["out_of_memory"] == 1.0 and t.user_attrs["train_s"] == 0 for t in skipped)

@@ -24,6 +24,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["ExplainingPruner", "PruneReason"]
 
+#: Reasons kept for trials nobody asked about; the oldest go first.
+_MAX_REASONS = 4096
+
 
 class PruneReason(NamedTuple):
     """Why a trial was pruned: which pruner, in words, and the stop reason it means.
@@ -63,6 +66,8 @@ class ExplainingPruner(BasePruner):
             return False
         with self._lock:
             self._reasons[(study.study_name, trial.number)] = reason
+            if len(self._reasons) > _MAX_REASONS:  # nobody asked (a plain Optuna objective)
+                del self._reasons[next(iter(self._reasons))]
         return True
 
     def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
