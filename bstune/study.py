@@ -52,12 +52,21 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def resolve_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna.storages.BaseStorage | None:
+def resolve_storage(
+    storage: str | optuna.storages.BaseStorage | None,
+    *,
+    heartbeat_interval: int | None = None,
+) -> optuna.storages.BaseStorage | None:
     """Turn a URL into an Optuna storage; ``None`` stays in memory.
 
     Accepted: RDB URLs (``sqlite:///bstune.db``, ``postgresql://...``) and journal files
     (``journal:PATH`` or a path ending in ``.log``), the storage Optuna recommends for several
     processes on one machine.
+
+    With ``heartbeat_interval`` (seconds), an RDB storage records a heartbeat for each running
+    trial; a trial whose heartbeat stops for twice that long (its process was killed) is failed
+    by the next trial to start and retried (:func:`bstune.retry_trial`). Journal files have no
+    heartbeats; ``bstune optimize --workers`` retries its own lost trials instead.
 
     Raises:
         StorageError: The URL has an unknown scheme or the storage cannot be opened. The message
@@ -90,8 +99,19 @@ def resolve_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:" and not Path(path).parent.exists():
             raise StorageError(f"storage {shown!r}: the folder {str(Path(path).parent)!r} does not exist")
+    rdb_options: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        from bstune._workers import retry_trial
+
+        rdb_options = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": 2 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": retry_trial,
+        }
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **rdb_options)
     except ImportError as e:
         raise StorageError(f"storage {shown!r}: the database driver is not installed ({e.name or e})") from None
     except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
