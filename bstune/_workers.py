@@ -293,6 +293,11 @@ def run_workers(
         for w in workers.values():
             if not w.gone:
                 _signal(w.proc, signal.SIGKILL)
+        for w in workers.values():
+            try:
+                w.proc.wait(timeout=5)  # reap them: SIGKILL is immediate
+            except subprocess.TimeoutExpired:
+                pass
         raise Interrupted()
 
     old_handler = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None

@@ -309,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
               "(run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
     if isinstance(rv, int) and rv != 0:
+        if rv == 130:  # typer turns Ctrl-C into this exit code
+            print("bstune: interrupted", file=sys.stderr)
         sys.exit(rv)
 
 
