@@ -485,12 +485,12 @@ def _worker_main() -> int:
     def wrapped(trial: optuna.Trial) -> float:
         current.append(trial.number)
         emit(ev="start", trial=trial.number)
-        if _Flags.stop:
-            raise KeyboardInterrupt()
         for k, v in _concurrency_attrs(spec).items():
             trial.set_user_attr(k, v)
         _Flags.in_objective = True
         try:
+            if _Flags.stop:  # a Ctrl-C that came before the flag above was up
+                raise KeyboardInterrupt()
             return objective(trial)
         finally:
             _Flags.in_objective = False

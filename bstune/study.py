@@ -99,6 +99,7 @@ def resolve_storage(
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:" and not Path(path).parent.exists():
             raise StorageError(f"storage {shown!r}: the folder {str(Path(path).parent)!r} does not exist")
+    url = _postgres_driver(url)
     rdb_options: dict[str, Any] = {}
     if heartbeat_interval is not None:
         from bstune._workers import retry_trial
@@ -117,6 +118,19 @@ def resolve_storage(
     except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
         reason = mask_url(str(e).splitlines()[0]) if str(e) else type(e).__name__
         raise StorageError(f"storage {shown!r}: cannot open it ({reason})") from None
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed (SQLAlchemy 2.1 assumes psycopg 3;
+    the ``bstune[postgres]`` extra installs psycopg2), and ``postgres://`` as an alias."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2{sep}{rest}"
+    return f"postgresql{sep}{rest}"
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
