@@ -97,8 +97,10 @@ def optimize(
         Optional[str],
         typer.Option(
             "--storage",
-            help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log "
-            "(default: sqlite:///bstune.db; journal:bstune.log with --workers above 1).",
+            envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
+            show_envvar=False,
+            help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or "
+            "$BSTUNE_STORAGE (default: sqlite:///bstune.db; journal:bstune.log with --workers above 1).",
         ),
     ] = None,
     study_name: Annotated[

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import _postgres
 import optuna
 import pytest
 
-import _postgres
 from bstune._workers import WorkerPlan, plan_workers, retry_trial
 from bstune.errors import BstuneError
 
@@ -107,7 +107,8 @@ def storage(request, tmp_path):
 
 def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **extra}
-    for k in ("BSTUNE_TEST_MARKERS", "BSTUNE_TEST_SLEEP", "BSTUNE_TEST_STUBBORN", "BSTUNE_TEST_FAIL"):
+    for k in ("BSTUNE_TEST_MARKERS", "BSTUNE_TEST_SLEEP", "BSTUNE_TEST_STUBBORN", "BSTUNE_TEST_FAIL",
+              "BSTUNE_STORAGE"):
         if k not in extra:
             env.pop(k, None)
     return env
@@ -164,7 +165,7 @@ def test_four_workers_reach_exactly_the_requested_count(storage: str, tmp_path: 
     assert all(t.user_attrs["cpu_threads"] >= 1 and t.user_attrs["gpu"] is None for t in study.trials)
     # The study shows the concurrency: some trials ran at the same time.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)), spans
     assert f"[{4 * k}/{4 * k}]" in out
 
 
@@ -288,11 +289,15 @@ def test_no_password_in_any_output(postgres, tmp_path: Path) -> None:
         ("--n-trials", "2", "--storage", postgres.url("no_such_db"), "--debug"),
         ("--workers", "2", "--n-trials", "2", "--storage", postgres.url("no_such_db")),
     ]
-    for args in runs:
+    for i, args in enumerate(runs):
         rc, out = _finish(_optimize(tmp_path, *args))
+        assert rc == (0 if i < 2 else 1), out  # two good runs, then four refused storages
         for secret in secrets:
             assert secret not in out, (args, out)
         assert "***" in out, out
+    # From the environment, where README step 4 puts it, with two workers.
+    rc, out = _finish(_optimize(tmp_path, "--workers", "2", "--n-trials", "2", BSTUNE_STORAGE=good))
+    assert rc == 0 and "***" in out and not any(secret in out for secret in secrets), out
     study = _load(good)
-    assert _states(good) == {"COMPLETE": 6}
+    assert _states(good) == {"COMPLETE": 8}
     assert study.user_attrs["mode"] == "time_budget"
