@@ -39,7 +39,15 @@ import optuna
 
 from bstune.errors import BstuneError
 
-__all__ = ["WorkerPlan", "WorkersResult", "plan_workers", "retry_trial", "run_workers", "visible_gpus"]
+__all__ = [
+    "Interrupted",
+    "WorkerPlan",
+    "WorkersResult",
+    "plan_workers",
+    "retry_trial",
+    "run_workers",
+    "visible_gpus",
+]
 
 #: The exit status of a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
@@ -117,7 +125,8 @@ def plan_workers(
             raise BstuneError("--device cuda: no GPU is visible to this process")
     if gpu_list and n_workers > len(gpu_list):
         raise BstuneError(
-            f"--workers {n_workers} needs {n_workers} GPUs (one trial per GPU, so timings stay honest), "
+            f"--workers {n_workers} needs {n_workers} GPUs "
+            "(one trial per GPU, so timings stay honest), "
             f"but {len(gpu_list)} {'is' if len(gpu_list) == 1 else 'are'} visible; "
             f"use --workers {len(gpu_list)}, or --device cpu"
         )
@@ -251,8 +260,10 @@ def run_workers(
         send = open(proc.stdin.fileno(), "w", buffering=1, closefd=False)  # noqa: SIM115
         w = _Worker(plan, proc, send)
         workers[plan.index] = w
-        w.send.write(json.dumps({**spec, "index": plan.index, "n_workers": len(plans), "plan": _plan_dict(plan)}) + "\n")
-        threading.Thread(target=_pump, args=(plan.index, os.fdopen(read_fd, "r"), events), daemon=True).start()
+        mine = {**spec, "index": plan.index, "n_workers": len(plans), "plan": _plan_dict(plan)}
+        w.send.write(json.dumps(mine) + "\n")
+        reader = os.fdopen(read_fd, "r")
+        threading.Thread(target=_pump, args=(plan.index, reader, events), daemon=True).start()
 
     def reply(w: _Worker, go: bool) -> None:
         try:
@@ -300,7 +311,8 @@ def run_workers(
                 pass
         raise Interrupted()
 
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    in_main = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
         for plan in plans:
             start(plan)
@@ -382,10 +394,18 @@ def run_workers(
 
 
 def _plan_dict(plan: WorkerPlan) -> dict[str, Any]:
-    return {"device": plan.device, "gpu": plan.gpu, "cpu_cores": list(plan.cpu_cores), "threads": plan.threads}
+    return {
+        "device": plan.device,
+        "gpu": plan.gpu,
+        "cpu_cores": list(plan.cpu_cores),
+        "threads": plan.threads,
+    }
 
 
-def _pump(index: int, stream: IO[str], events: queue.Queue[tuple[int, dict[str, Any] | None]]) -> None:
+_Events = queue.Queue[tuple[int, "dict[str, Any] | None"]]
+
+
+def _pump(index: int, stream: IO[str], events: _Events) -> None:
     with stream:
         for line in stream:
             try:
@@ -433,7 +453,9 @@ def _failures_message(n: int, last: optuna.trial.FrozenTrial | None) -> str:
     if last is None:
         return f"stopped after {n} failed trials in a row"
     detail = last.user_attrs.get("stop_detail") or "see the trial's user attributes"
-    return f"stopped after {n} failed trials in a row; the last one (#{last.number}) raised: {detail}"
+    return (
+        f"stopped after {n} failed trials in a row; the last one (#{last.number}) raised: {detail}"
+    )
 
 
 # --------------------------------------------------------------------------- the worker
@@ -476,7 +498,8 @@ def _worker_main() -> int:
             traceback.print_exc()
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         prefix = "" if isinstance(e, BstuneError) else f"{type(e).__name__}: "
-        emit(ev="error", message=mask_url(prefix + text).replace(storage_url, mask_url(storage_url)))
+        shown = mask_url(prefix + text).replace(storage_url, mask_url(storage_url))
+        emit(ev="error", message=shown)
         return 1
     emit(ev="ready")
 
@@ -505,7 +528,9 @@ def _worker_main() -> int:
             break
         current.clear()
         try:
-            study.optimize(wrapped, n_trials=1, catch=(Exception,), callbacks=[ended], gc_after_trial=False)
+            study.optimize(
+                wrapped, n_trials=1, catch=(Exception,), callbacks=[ended], gc_after_trial=False
+            )
         except KeyboardInterrupt:
             if current:
                 emit(ev="end", trial=current[-1], state="FAIL", interrupted=True)
@@ -534,7 +559,8 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
     from bstune.study import create_study, default_sampler, make_objective, resolve_storage
     from bstune.task import load_task
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING if spec.get("debug") else optuna.logging.ERROR)
+    verbosity = optuna.logging.WARNING if spec.get("debug") else optuna.logging.ERROR
+    optuna.logging.set_verbosity(verbosity)
     plan = spec["plan"]
     if plan["cpu_cores"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, plan["cpu_cores"])
@@ -546,12 +572,19 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
     storage = resolve_storage(spec["storage"], heartbeat_interval=spec.get("heartbeat_interval"))
     # Each worker samples with its own seed, or their first random trials would coincide.
     sampler = default_sampler(seed=int(spec["seed"]) + int(spec["index"]))
-    study = create_study(mode, space=space, storage=storage, study_name=spec["study_name"], sampler=sampler)
+    study = create_study(
+        mode, space=space, storage=storage, study_name=spec["study_name"], sampler=sampler
+    )
     trainer = None
     if not task.owns_loop:
         from bstune.train import Trainer
 
-        trainer = Trainer(task, device=plan["device"], seed=int(spec["seed"]), micro_batch_size=spec.get("micro_batch_size"))
+        trainer = Trainer(
+            task,
+            device=plan["device"],
+            seed=int(spec["seed"]),
+            micro_batch_size=spec.get("micro_batch_size"),
+        )
         trainer.data()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(plan["threads"]))
