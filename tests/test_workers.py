@@ -176,6 +176,14 @@ def test_running_again_resumes_the_same_study(tmp_path: Path) -> None:
         assert rc == 0, out
     assert "resuming after 3 trials" in out
     assert _states(url) == {"COMPLETE": 6}
+    # Two workers on this machine's cores: each pinned to its own share, torch threads to match.
+    cores = sorted(os.sched_getaffinity(0))
+    share = len(cores) // 2
+    for t in _load(url).trials:
+        mine = t.user_attrs["test_affinity"]
+        assert t.user_attrs["test_omp_threads"] == str(max(share, 1)) == str(t.user_attrs["cpu_threads"])
+        if share:
+            assert mine == cores[t.user_attrs["worker"] * share:][:share]
 
 
 def test_default_storage_for_several_workers_is_a_journal_file(tmp_path: Path) -> None:
@@ -278,6 +286,26 @@ def test_failing_user_code_fails_the_trial_then_stops_the_study(tmp_path: Path) 
     assert all("the task broke on purpose" in t.user_attrs["traceback"] for t in study.trials)
 
 
+def test_a_worker_that_cannot_start_reports_one_line_without_the_password(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bstune import TimeBudget, create_study, load_space
+    from bstune._workers import run_workers
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    space = load_space("default")
+    study = create_study(TimeBudget(10), space=space, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
+    # The coordinator's storage is fine; the workers' (as on a machine that cannot reach it) is not.
+    spec = {"script": str(TASK), "space": space.to_dict(), "mode": TimeBudget(10).to_attrs(),
+            "storage": "postgresql://ann:s3cret@127.0.0.1:1/x", "study_name": "s", "seed": 0}
+    result = run_workers(study, spec, plan_workers(2, "cpu"), n_trials=4)
+    assert result.error is not None
+    assert result.error.startswith("storage 'postgresql://ann:***@127.0.0.1:1/x': ")
+    assert result.finished == 0 and study.trials == []
+    out, err = capfd.readouterr()
+    assert "s3cret" not in out + err + result.error
+
+
 def test_no_password_in_any_output(postgres, tmp_path: Path) -> None:
     secrets = (_postgres.PASSWORD, postgres.url().split(":")[2].split("@")[0])  # raw and quoted
     good = postgres.create_database("secret")
@@ -300,4 +328,24 @@ def test_no_password_in_any_output(postgres, tmp_path: Path) -> None:
     assert rc == 0 and "***" in out and not any(secret in out for secret in secrets), out
     study = _load(good)
     assert _states(good) == {"COMPLETE": 8}
+    # Nor is it stored in the study, where reports and dashboards read from.
+    stored = repr((study.user_attrs, study.system_attrs, [(t.user_attrs, t.system_attrs) for t in study.trials]))
+    assert not any(secret in stored for secret in secrets)
     assert study.user_attrs["mode"] == "time_budget"
+
+
+@pytest.mark.gpu
+def test_each_worker_sees_only_its_own_gpu(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    n = torch.cuda.device_count()
+    url = f"journal:{tmp_path / 'study.log'}"
+    rc, out = _finish(_optimize(tmp_path, "--workers", str(n), "--n-trials", str(2 * n), "--storage", url,
+                                "--device", "cuda"))
+    assert rc == 0, out
+    trials = _load(url).trials
+    assert {t.user_attrs["gpu"] for t in trials} <= {str(i) for i in range(n)}
+    assert all(t.user_attrs["test_visible_gpus"] == 1 for t in trials)
+    rc, out = _finish(_optimize(tmp_path, "--workers", str(n + 1), "--storage", url, "--device", "cuda"))
+    assert rc == 1 and f"--workers {n + 1} needs {n + 1} GPUs" in out

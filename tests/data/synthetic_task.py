@@ -28,6 +28,13 @@ def train(hp, run):
             time.sleep(float(os.environ.get("BSTUNE_TEST_SLEEP", "0.5")))
     if os.environ.get("BSTUNE_TEST_FAIL"):
         raise RuntimeError("the task broke on purpose")
+    # Where this process may run, as its worker was told (tests check the share of the cores).
+    run.extra_attrs["test_affinity"] = sorted(os.sched_getaffinity(0))
+    run.extra_attrs["test_omp_threads"] = os.environ.get("OMP_NUM_THREADS")
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        import torch
+
+        run.extra_attrs["test_visible_gpus"] = torch.cuda.device_count()
     planned = hp.epochs * _task.n_train
     for i in (1, 2):
         with run.training():
