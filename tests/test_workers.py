@@ -329,7 +329,7 @@ def test_no_password_in_any_output(postgres, tmp_path: Path) -> None:
     study = _load(good)
     assert _states(good) == {"COMPLETE": 8}
     # Nor is it stored in the study, where reports and dashboards read from.
-    stored = repr((study.user_attrs, study.system_attrs, [(t.user_attrs, t.system_attrs) for t in study.trials]))
+    stored = repr((study.user_attrs, [(t.user_attrs, t.system_attrs) for t in study.trials]))
     assert not any(secret in stored for secret in secrets)
     assert study.user_attrs["mode"] == "time_budget"
 
