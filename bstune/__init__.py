@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bstune._version import __version__
 
 if TYPE_CHECKING:
+    from bstune._workers import WorkerPlan, plan_workers, retry_trial
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
     from bstune.objectives import Target, TimeBudget
     from bstune.run import CurvePoint, Run
@@ -37,12 +38,15 @@ __all__ = [
     "Task",
     "TaskError",
     "TimeBudget",
+    "WorkerPlan",
     "__version__",
     "create_study",
     "load_space",
     "load_task",
     "make_objective",
     "optimize",
+    "plan_workers",
+    "retry_trial",
     "suggest",
 ]
 
@@ -64,6 +68,9 @@ _WHERE = {
     "optimize": "bstune.study",
     "Task": "bstune.task",
     "load_task": "bstune.task",
+    "WorkerPlan": "bstune._workers",
+    "plan_workers": "bstune._workers",
+    "retry_trial": "bstune._workers",
 }
 
 

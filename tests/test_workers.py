@@ -236,11 +236,12 @@ def test_heartbeat_fails_and_retries_the_trial_of_a_dead_command(postgres, tmp_p
     assert _states(url) == {"COMPLETE": 6, "FAIL": 1}
 
 
-def test_ctrl_c_records_the_running_trials_and_leaves_a_loadable_study(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_records_the_running_trials_and_leaves_a_loadable_study(tmp_path: Path, workers: str) -> None:
     url = f"journal:{tmp_path / 'study.log'}"
     markers = tmp_path / "markers"
     markers.mkdir()
-    proc = _optimize(tmp_path, "--workers", "2", "--n-trials", "20", "--storage", url,
+    proc = _optimize(tmp_path, "--workers", workers, "--n-trials", "20", "--storage", url,
                      BSTUNE_TEST_MARKERS=str(markers), BSTUNE_TEST_SLEEP="30")
     _first_marker(markers)
     proc.send_signal(signal.SIGINT)
