@@ -297,8 +297,9 @@ def run_workers(
         interrupts += 1
         stopping = True
         if interrupts == 1:
+            # A worker not yet ready may not have its handler yet; it gets "stop" when it asks.
             for w in workers.values():
-                if not w.gone:
+                if w.ready and not w.gone:
                     _signal(w.proc, signal.SIGINT)
             return
         for w in workers.values():
@@ -482,7 +483,10 @@ def _worker_main() -> int:
     out = os.fdopen(int(os.environ["BSTUNE_WORKER_FD"]), "w", buffering=1)
 
     def emit(**msg: Any) -> None:
-        out.write(json.dumps(msg) + "\n")
+        try:
+            out.write(json.dumps(msg) + "\n")
+        except OSError:  # the coordinator is gone: finish what is recorded, start nothing new
+            _Flags.stop = True
 
     line = sys.stdin.readline()
     if not line:

@@ -274,6 +274,48 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
         os.kill(pid, 0)  # the worker is gone too, and reaped
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; only its parent can reap it
+
+
+def _workers_in(folder: Path) -> set[int]:
+    """The worker processes running in ``folder`` (this test's own)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd") == str(folder) and b"bstune._workers" in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return {p for p in found if _running(p)}
+
+
+def test_workers_of_a_killed_command_finish_their_trial_and_exit(tmp_path: Path) -> None:
+    url = f"journal:{tmp_path / 'study.log'}"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc = _optimize(tmp_path, "--workers", "2", "--n-trials", "20", "--storage", url,
+                     BSTUNE_TEST_MARKERS=str(markers), BSTUNE_TEST_SLEEP="0.5")
+    _first_marker(markers)
+    pids = _workers_in(tmp_path)
+    assert len(pids) == 2
+    proc.kill()
+    proc.communicate()
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the workers to notice, not timing anything
+    assert not any(_running(p) for p in pids)
+    study = _load(url)
+    assert 1 <= len(study.trials) <= 3
+    assert {t.state for t in study.trials} == {State.COMPLETE}  # recorded, none left RUNNING
+
+
 def test_failing_user_code_fails_the_trial_then_stops_the_study(tmp_path: Path) -> None:
     url = f"journal:{tmp_path / 'study.log'}"
     rc, out = _finish(_optimize(tmp_path, "--workers", "2", "--n-trials", "10", "--storage", url,
