@@ -13,7 +13,8 @@ failed in the user's code), however the workers interleave.
   the coordinator sees the process end, marks that trial FAIL (``stop_reason`` ``lost``) and
   enqueues a retry with the same parameters (:func:`retry_trial`), and the ticket goes back to the
   pool, so the count is still reached. With RDB storage, heartbeats do the same for a worker on a
-  machine whose coordinator died too.
+  machine whose coordinator died too; on a journal file, running the command again reclaims the
+  trials of this machine's dead workers (:func:`reclaim_orphans`).
 * Ctrl-C. The first one asks every worker to stop: a running trial is recorded as FAIL with
   ``stop_reason`` ``interrupted`` and nothing is left RUNNING. A second one kills the workers and
   exits at once.
@@ -27,12 +28,14 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import optuna
@@ -44,6 +47,7 @@ __all__ = [
     "WorkerPlan",
     "WorkersResult",
     "plan_workers",
+    "reclaim_orphans",
     "retry_trial",
     "run_workers",
     "visible_gpus",
@@ -315,6 +319,10 @@ def run_workers(
     in_main = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     try:
+        for number, reason in reclaim_orphans(study):
+            result.lost.append(number)
+            if on_lost is not None:
+                on_lost(number, reason)
         for plan in plans:
             start(plan)
         while any(not w.gone for w in workers.values()):
@@ -435,19 +443,56 @@ def _get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial | N
     return next((t for t in trials if t.number == number), None)
 
 
-def _fail_lost(study: optuna.Study, number: int, reason: str) -> None:
+def _fail_lost(study: optuna.Study, number: int, reason: str) -> bool:
     """Mark a lost worker's trial FAIL and enqueue its retry, unless a heartbeat already did."""
     frozen = _get_trial(study, number)
     if frozen is None or frozen.state != optuna.trial.TrialState.RUNNING:
-        return
+        return False
     trial = optuna.trial.Trial(study, frozen._trial_id)
     try:
         trial.set_user_attr("stop_reason", "lost")
         trial.set_user_attr("stop_detail", reason)
         study.tell(number, state=optuna.trial.TrialState.FAIL)
     except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
-        return  # another process finished it first (a heartbeat check); it retried it too
+        return False  # another process finished it first (a heartbeat check); it retried it too
     retry_trial(study, _get_trial(study, number) or frozen)
+    return True
+
+
+def reclaim_orphans(study: optuna.Study) -> list[tuple[int, str]]:
+    """Fail and retry the RUNNING trials of workers on this machine whose process is gone.
+
+    A journal file has no heartbeats, so after the whole command was killed (``kill -9``, a
+    reboot) its running trials would stay RUNNING forever; running the command again finds them
+    by the ``process`` (host and pid) each worker records first on its trials. Returns (number,
+    reason) pairs.
+    """
+    host = socket.gethostname()
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        process = t.user_attrs.get("process")
+        if not isinstance(process, dict) or process.get("host") != host:
+            continue
+        pid = process.get("pid")
+        if not isinstance(pid, int) or _is_worker(pid):
+            continue
+        reason = f"its worker (pid {pid}) is gone; retried as a new trial"
+        if _fail_lost(study, t.number, reason):
+            out.append((t.number, reason))
+    return out
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"bstune._workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): a live process of that pid is taken for the worker
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def _failures_message(n: int, last: optuna.trial.FrozenTrial | None) -> str:
@@ -510,6 +555,8 @@ def _worker_main() -> int:
     current: list[int] = []
 
     def wrapped(trial: optuna.Trial) -> float:
+        # First of all, in one write: which process runs it (to reclaim it if it dies unseen).
+        trial.set_user_attr("process", {"host": socket.gethostname(), "pid": os.getpid()})
         current.append(trial.number)
         emit(ev="start", trial=trial.number)
         for k, v in _concurrency_attrs(spec).items():

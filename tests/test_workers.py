@@ -139,16 +139,16 @@ def _load(url: str) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=_storage(url))
 
 
-def _first_marker(markers: Path, timeout: float = 60) -> tuple[int, int]:
-    """(pid, trial number) of the first trial that announced itself."""
+def _first_marker(markers: Path, timeout: float = 60, n: int = 1) -> tuple[int, int]:
+    """(pid, trial number) of the first trial that announced itself, once ``n`` trials have."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = sorted(markers.iterdir())
-        if found:
+        if len(found) >= n:
             pid, number = found[0].name.split("-")
             return int(pid), int(number)
         time.sleep(0.02)  # polling for the situation, not timing anything
-    raise AssertionError("no trial started")
+    raise AssertionError(f"{n} trials did not start")
 
 
 def test_four_workers_reach_exactly_the_requested_count(storage: str, tmp_path: Path) -> None:
@@ -314,6 +314,31 @@ def test_workers_of_a_killed_command_finish_their_trial_and_exit(tmp_path: Path)
     study = _load(url)
     assert 1 <= len(study.trials) <= 3
     assert {t.state for t in study.trials} == {State.COMPLETE}  # recorded, none left RUNNING
+
+
+def test_running_again_reclaims_the_trials_of_a_command_killed_whole(tmp_path: Path) -> None:
+    url = f"journal:{tmp_path / 'study.log'}"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    proc = _optimize(tmp_path, "--workers", "2", "--n-trials", "4", "--storage", url,
+                     BSTUNE_TEST_MARKERS=str(markers), BSTUNE_TEST_SLEEP="30")
+    _first_marker(markers, n=2)  # both workers mid-trial
+    pids = _workers_in(tmp_path)
+    for pid in (proc.pid, *pids):  # a journal file has no heartbeats to notice this
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate()
+    while any(_running(p) for p in pids):
+        time.sleep(0.02)  # polling for the kernel, not timing anything
+    orphans = [t.number for t in _load(url).trials if t.state == State.RUNNING]
+    assert len(orphans) == 2
+    rc, out = _finish(_optimize(tmp_path, "--workers", "2", "--n-trials", "2", "--storage", url))
+    assert rc == 0, out
+    study = _load(url)
+    for number in orphans:
+        assert study.trials[number].state == State.FAIL and f"trial #{number} lost" in out
+        retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+        assert [t.state for t in retries] == [State.COMPLETE]
+    assert _states(url) == {"FAIL": len(orphans), "COMPLETE": 2}
 
 
 def test_failing_user_code_fails_the_trial_then_stops_the_study(tmp_path: Path) -> None:
