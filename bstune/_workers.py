@@ -230,11 +230,13 @@ def run_workers(
         on_lost: Called with the number and the reason of each lost trial.
         clock: Monotonic seconds, for ``timeout``.
 
+    Returns:
+        How it ended; ``error`` is set (one line, password masked) when ``max_consecutive_failures``
+        trials failed in a row or a worker could not start (bad task script, storage unreachable).
+
     Raises:
-        BstuneError: ``max_consecutive_failures`` trials failed in a row, or a worker could not
-            start (bad task script, storage unreachable); the message is the worker's.
-        KeyboardInterrupt: Ctrl-C; every running trial was recorded first, unless it was pressed
-            twice.
+        KeyboardInterrupt: Ctrl-C; every running trial was recorded first.
+        Interrupted: A second Ctrl-C; the workers were killed at once.
     """
     events: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
     workers: dict[int, _Worker] = {}
@@ -343,6 +345,11 @@ def run_workers(
                     if on_lost is not None:
                         on_lost(w.trial, reason)
                     w.trial = None
+                if rc != 0:  # it may have died after starting a trial but before saying so
+                    for number, reason in reclaim_orphans(study):
+                        result.lost.append(number)
+                        if on_lost is not None:
+                            on_lost(number, reason)
                 if w.error is not None and not w.ready and result.error is None:
                     result.error = w.error
                     stopping = True
