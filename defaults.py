@@ -1,4 +1,0 @@
-DEFAULTS = {'budget': 5}
-
-def train(hp, run):
-    pass
