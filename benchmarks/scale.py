@@ -10,13 +10,15 @@ For each storage (SQLite file, journal file, PostgreSQL) and each number of work
 * trials/hour: finished trials divided by the time from the first trial's start to the last
   one's end (as the storage recorded them), and over the whole command including start-up;
 * ms/report: mean wall time of one ``run.report()`` call inside the trials (mostly storage);
-* failed: trials that did not complete (SQLite under contention can refuse writes).
+* failed: trials that did not complete (SQLite under contention can refuse writes);
+* load: the machine's 1-minute load average after the run (the highest of the repeats), since
+  other work on the machine moves these numbers a lot.
 
 PostgreSQL: pass ``--postgres URL``, or let the script start a private server on 127.0.0.1 the
 way the tests do (needs Debian's ``postgresql`` package and the ``postgres`` extra).
 
 Usage:
-    python benchmarks/scale.py --trials 48 --reports 10
+    python benchmarks/scale.py --trials 48 --reports 10 --repeat 3
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def measure(storage: str, workers: int, trials: int, reports: int, folder: Path)
 
     task = folder / "bench_task.py"
     task.write_text(TASK)
-    name = f"bench-{workers}"
+    name = f"bench-{workers}-{folder.name}"
     cmd = [sys.executable, "-m", "bstune", "optimize", str(task), "--device", "cpu", "--storage", storage,
            "--study-name", name, "--n-trials", str(trials), "--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "BSTUNE_BENCH_REPORTS": str(reports)}
@@ -90,6 +92,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--storages", nargs="+", default=["sqlite", "journal", "postgresql"])
     ap.add_argument("--postgres", help="a PostgreSQL URL to use instead of a private server")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the table shows the median")
     args = ap.parse_args()
     sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
@@ -98,33 +101,43 @@ def main() -> None:
     try:
         for kind in args.storages:
             for n in args.workers:
-                folder = Path(tempfile.mkdtemp(prefix="bstune-scale-"))
-                if kind == "sqlite":
-                    url = f"sqlite:///{folder / 'bench.db'}"
-                elif kind == "journal":
-                    url = f"journal:{folder / 'bench.log'}"
-                else:
-                    if args.postgres:
-                        url = args.postgres
+                runs = []
+                for _ in range(args.repeat):
+                    folder = Path(tempfile.mkdtemp(prefix="bstune-scale-"))
+                    if kind == "sqlite":
+                        url = f"sqlite:///{folder / 'bench.db'}"
+                    elif kind == "journal":
+                        url = f"journal:{folder / 'bench.log'}"
+                    elif args.postgres:
+                        url = args.postgres  # each run has a study of its own name
                     else:
                         if server is None:
                             import _postgres
 
                             server = _postgres.start()
-                        url = server.create_database(f"bench_{n}_{int(time.time())}")
-                r = measure(url, n, args.trials, args.reports, folder)
-                rows.append((kind, n, r))
-                print(f"  {kind} x{n}: {r['trials_per_hour']:,.0f} trials/h", file=sys.stderr, flush=True)
+                        url = server.create_database(f"bench_{folder.name.replace('-', '_').lower()}")
+                    runs.append(measure(url, n, args.trials, args.reports, folder))
+                    runs[-1]["load"] = os.getloadavg()[0]
+                    print(f"  {kind} x{n}: {runs[-1]['trials_per_hour']:,.0f} trials/h, "
+                          f"load {runs[-1]['load']:.1f}", file=sys.stderr, flush=True)
+                runs.sort(key=lambda r: r["trials_per_hour"])
+                median = dict(runs[len(runs) // 2])
+                median["low"], median["high"] = runs[0]["trials_per_hour"], runs[-1]["trials_per_hour"]
+                median["max_load"] = max(r["load"] for r in runs)
+                rows.append((kind, n, median))
     finally:
         if server is not None:
             server.stop()
 
-    print(f"\n{args.trials} trials per run, {args.reports} reports per trial, {os.cpu_count()} CPU cores\n")
-    print("| storage | workers | trials/hour (trials) | trials/hour (whole command) | ms per report | completed | failed |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{args.trials} trials per run, {args.reports} reports per trial, {os.cpu_count()} CPU cores, "
+          f"median of {args.repeat} run(s)\n")
+    print("| storage | workers | trials/hour (trials) | range | trials/hour (whole command) | ms per report "
+          "| completed | failed | load (1 min) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, n, r in rows:
-        print(f"| {kind} | {n} | {r['trials_per_hour']:,.0f} | {r['command_trials_per_hour']:,.0f} | "
-              f"{r['report_ms']:.2f} | {r['completed']} | {r['failed']} |")
+        print(f"| {kind} | {n} | {r['trials_per_hour']:,.0f} | {r['low']:,.0f}-{r['high']:,.0f} | "
+              f"{r['command_trials_per_hour']:,.0f} | {r['report_ms']:.2f} | {r['completed']} | {r['failed']} | "
+              f"{r['max_load']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import _postgres
@@ -102,7 +103,7 @@ def storage(request, tmp_path):
     if request.param == "journal":
         return f"journal:{tmp_path / 'study.log'}"
     server = request.getfixturevalue("postgres")
-    return server.create_database(f"t{abs(hash(request.node.name)) % 10**9}")
+    return server.create_database(f"t{uuid.uuid4().hex[:16]}")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -237,8 +238,10 @@ def test_heartbeat_fails_and_retries_the_trial_of_a_dead_command(postgres, tmp_p
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_records_the_running_trials_and_leaves_a_loadable_study(tmp_path: Path, workers: str) -> None:
-    url = f"journal:{tmp_path / 'study.log'}"
+def test_ctrl_c_records_the_running_trials_and_leaves_a_loadable_study(
+    storage: str, tmp_path: Path, workers: str
+) -> None:
+    url = storage
     markers = tmp_path / "markers"
     markers.mkdir()
     proc = _optimize(tmp_path, "--workers", workers, "--n-trials", "20", "--storage", url,
