@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bstune._version import __version__
 
 if TYPE_CHECKING:
+    from bstune._workers import WorkerPlan, plan_workers, retry_trial
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
     from bstune.objectives import Target, TimeBudget
     from bstune.pruners import default_pruner
@@ -38,6 +39,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TimeBudget",
+    "WorkerPlan",
     "__version__",
     "create_study",
     "default_pruner",
@@ -45,6 +47,8 @@ __all__ = [
     "load_task",
     "make_objective",
     "optimize",
+    "plan_workers",
+    "retry_trial",
     "suggest",
 ]
 
@@ -67,6 +71,9 @@ _WHERE = {
     "default_pruner": "bstune.pruners",
     "Task": "bstune.task",
     "load_task": "bstune.task",
+    "WorkerPlan": "bstune._workers",
+    "plan_workers": "bstune._workers",
+    "retry_trial": "bstune._workers",
 }
 
 

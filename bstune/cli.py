@@ -95,8 +95,15 @@ def optimize(
         Optional[float], typer.Option("--timeout", help="Stop starting trials after this many seconds.")
     ] = None,
     storage: Annotated[
-        str, typer.Option("--storage", help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log.")
-    ] = "sqlite:///bstune.db",
+        Optional[str],
+        typer.Option(
+            "--storage",
+            envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
+            show_envvar=False,
+            help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or "
+            "$BSTUNE_STORAGE (default: sqlite:///bstune.db; journal:bstune.log with --workers above 1).",
+        ),
+    ] = None,
     study_name: Annotated[
         Optional[str],
         typer.Option("--study-name", help="Study to create or resume (default: script name and mode)."),
@@ -126,6 +133,28 @@ def optimize(
         Optional[Path],
         typer.Option("--artifact-dir", help="Also save the report files (HTML, JSON, PNG) as Optuna artifacts here."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Worker processes on this machine: one per GPU, or a share of the CPU cores each.",
+        ),
+    ] = 1,
+    max_consecutive_failures: Annotated[
+        int,
+        typer.Option(
+            "--max-consecutive-failures",
+            help="Stop after this many trials in a row fail in the task's code.",
+        ),
+    ] = 3,
+    heartbeat_interval: Annotated[
+        int,
+        typer.Option(
+            "--heartbeat-interval",
+            help="RDB storage: seconds between a running trial's heartbeats; a trial silent for twice "
+            "that long (its process died) is failed and retried.",
+        ),
+    ] = 10,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
@@ -141,7 +170,7 @@ def optimize(
     from bstune.analysis import best_configurations
     from bstune.objectives import Target, TimeBudget
     from bstune.space import load_space
-    from bstune.study import create_study, enqueue_batch_sweep, make_objective, mask_url
+    from bstune.study import create_study, make_objective, mask_url, resolve_storage
     from bstune.study import optimize as run_study
     from bstune.task import load_task
 
@@ -159,6 +188,14 @@ def optimize(
 
     if pruner not in PRUNER_NAMES:
         raise BstuneError(f"--pruner must be one of {', '.join(PRUNER_NAMES)}; got {pruner!r}")
+    _positive("--max-consecutive-failures", max_consecutive_failures, integer=True)
+    _positive("--heartbeat-interval", heartbeat_interval, integer=True)
+    plans = None
+    if workers != 1:
+        from bstune import _workers
+
+        plans = _workers.plan_workers(workers, device)
+    storage = storage or ("journal:bstune.log" if plans else "sqlite:///bstune.db")
 
     task = load_task(script, _parse_options(task_option or []))
     defaults = task.defaults
@@ -181,14 +218,14 @@ def optimize(
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep each trial on one line
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
+    storage_obj = resolve_storage(storage, heartbeat_interval=heartbeat_interval)
     study = create_study(
-        mode, space=the_space, storage=storage, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
+        mode, space=the_space, storage=storage_obj, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
     )
     before = len(study.trials)
-    enqueue_batch_sweep(study, the_space, n_trials)
 
     trainer = None
-    if not task.owns_loop:
+    if not task.owns_loop and plans is None:
         from bstune.train import Trainer
 
         trainer = Trainer(task, device=device, seed=seed, micro_batch_size=micro_batch_size)
@@ -203,19 +240,61 @@ def optimize(
         f"study {study_name!r} in {mask_url(storage)}: {what}, space {the_space.name!r}, {n_trials} trials{resumed}"
     )
     progress = _progress.Progress(console, mode, n_trials)
-    objective = make_objective(task, the_space, mode, trainer=trainer, on_report=progress.on_report)
+    aborted = False
     try:
-        run_study(study, objective, n_trials=n_trials, timeout=timeout, callbacks=[progress.on_trial_end])
-    finally:
-        rows = best_configurations(study, k=5)
-        if rows:
-            console.print(_progress.best_table(rows, mode))
+        if plans is None:
+            objective = make_objective(task, the_space, mode, trainer=trainer, on_report=progress.on_report)
+            run_study(study, objective, n_trials=n_trials, timeout=timeout, callbacks=[progress.on_trial_end],
+                      max_consecutive_failures=max_consecutive_failures)
         else:
-            console.print("no trial finished with a feasible value yet")
-        from bstune.analysis import publish_report
+            _run_workers(
+                console, progress, study, plans, n_trials=n_trials, timeout=timeout,
+                max_consecutive_failures=max_consecutive_failures,
+                spec={
+                    "script": str(script.resolve()), "task_options": task.options, "space": the_space.to_dict(),
+                    "mode": mode.to_attrs(), "storage": storage, "study_name": study_name, "seed": seed,
+                    "micro_batch_size": micro_batch_size, "heartbeat_interval": heartbeat_interval, "debug": debug,
+                    "pruner": pruner,
+                },
+            )
+    except KeyboardInterrupt as e:
+        aborted = type(e).__name__ == "Interrupted"  # the second Ctrl-C: out at once
+        raise
+    finally:
+        if not aborted:
+            rows = best_configurations(study, k=5)
+            if rows:
+                console.print(_progress.best_table(rows, mode))
+            else:
+                console.print("no trial finished with a feasible value yet")
+            from bstune.analysis import publish_report
 
-        publish_report(study, console=console, artifact_dir=artifact_dir)
-        console.print(f"inspect it: bstune dashboard --storage {mask_url(storage)} --study-name {shlex.quote(study_name)}")
+            publish_report(study, console=console, artifact_dir=artifact_dir)
+            console.print(
+                f"inspect it: bstune dashboard --storage {mask_url(storage)} --study-name {shlex.quote(study_name)}"
+            )
+
+
+def _run_workers(console, progress, study, plans, **kwargs):  # type: ignore[no-untyped-def]
+    """--workers N: this process coordinates the workers (bstune/_workers.py)."""
+    from bstune import _workers
+
+    console.print(f"{len(plans)} workers: " + ", ".join(
+        f"#{p.index} on GPU {p.gpu}" if p.gpu is not None else f"#{p.index} on {p.threads} CPU thread(s)" for p in plans
+    ))
+
+    def lost(number: int, reason: str) -> None:
+        console.print(f"trial #{number} lost: {reason}", highlight=False, markup=False)
+
+    try:
+        outcome = _workers.run_workers(study, kwargs.pop("spec"), plans, on_trial_end=progress.on_trial_end,
+                                       on_lost=lost, **kwargs)
+    except _workers.Interrupted:
+        print("bstune: interrupted twice: the workers were killed; with RDB storage their running trials "
+              "are failed and retried after the heartbeat grace period", file=sys.stderr)
+        raise
+    if outcome.error:
+        raise BstuneError(outcome.error)
 
 
 @app.command()
@@ -343,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
               "(run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
     if isinstance(rv, int) and rv != 0:
+        if rv == 130:  # typer turns Ctrl-C into this exit code
+            print("bstune: interrupted", file=sys.stderr)
         sys.exit(rv)
 
 

@@ -29,8 +29,9 @@ from bstune.task import Task
 __all__ = [
     "DEFAULT_STORAGE",
     "create_study",
+    "BatchSweep",
+    "batch_sweep",
     "default_sampler",
-    "enqueue_batch_sweep",
     "make_objective",
     "mask_url",
     "optimize",
@@ -54,12 +55,21 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def resolve_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna.storages.BaseStorage | None:
+def resolve_storage(
+    storage: str | optuna.storages.BaseStorage | None,
+    *,
+    heartbeat_interval: int | None = None,
+) -> optuna.storages.BaseStorage | None:
     """Turn a URL into an Optuna storage; ``None`` stays in memory.
 
     Accepted: RDB URLs (``sqlite:///bstune.db``, ``postgresql://...``) and journal files
     (``journal:PATH`` or a path ending in ``.log``), the storage Optuna recommends for several
     processes on one machine.
+
+    With ``heartbeat_interval`` (seconds), an RDB storage records a heartbeat for each running
+    trial; a trial whose heartbeat stops for twice that long (its process was killed) is failed
+    by the next trial to start and retried (:func:`bstune.retry_trial`). Journal files have no
+    heartbeats; ``bstune optimize --workers`` retries its own lost trials instead.
 
     Raises:
         StorageError: The URL has an unknown scheme or the storage cannot be opened. The message
@@ -92,8 +102,20 @@ def resolve_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:" and not Path(path).parent.exists():
             raise StorageError(f"storage {shown!r}: the folder {str(Path(path).parent)!r} does not exist")
+    url = _postgres_driver(url)
+    rdb_options: dict[str, Any] = {}
+    if heartbeat_interval is not None:
+        from bstune._workers import retry_trial
+
+        rdb_options = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": 2 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": retry_trial,
+        }
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **rdb_options)
     except ImportError as e:
         raise StorageError(f"storage {shown!r}: the database driver is not installed ({e.name or e})") from None
     except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
@@ -101,15 +123,98 @@ def resolve_storage(storage: str | optuna.storages.BaseStorage | None) -> optuna
         raise StorageError(f"storage {shown!r}: cannot open it ({reason})") from None
 
 
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed (SQLAlchemy 2.1 assumes psycopg 3;
+    the ``bstune[postgres]`` extra installs psycopg2), and ``postgres://`` as an alias."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2{sep}{rest}"
+    return f"postgresql{sep}{rest}"
+
+
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial met its constraints (a missed target or out of memory does not)."""
     return all(v <= 0.0 for v in trial.constraints.values())
 
 
-def default_sampler(seed: int | None = None, n_startup_trials: int = 8) -> optuna.samplers.BaseSampler:
-    """Multivariate TPE. It ranks infeasible trials (constraints set by each run) below all others,
-    so missed targets and out-of-memory batch sizes repel it."""
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True)
+def default_sampler(
+    seed: int | None = None, n_startup_trials: int = 8, space: SearchSpace | None = None
+) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE; with a ``space``, the first trials sweep the batch sizes (:class:`BatchSweep`).
+
+    TPE ranks infeasible trials (constraints set by each run) below all others, so missed targets
+    and out-of-memory batch sizes repel it.
+    """
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True)
+    return BatchSweep(tpe, space) if space is not None else tpe
+
+
+def batch_sweep(space: SearchSpace, n: int = 8) -> list[int]:
+    """Up to ``n`` batch sizes spread evenly (in log scale) over the space, small and large interleaved.
+
+    Example:
+        >>> from bstune.space import load_space
+        >>> batch_sweep(load_space("lstm"))
+        [16, 1024, 32, 512, 64, 256, 128]
+    """
+    if space.powers_of_two:
+        sizes = space.batch_sizes()
+        k = min(n, len(sizes))
+        idx = sorted({round((len(sizes) - 1) * i / max(k - 1, 1)) for i in range(k)})
+        picks = [sizes[i] for i in idx]
+    else:
+        lo, hi = math.log2(space.batch_low), math.log2(space.batch_high)
+        picks = sorted({round(2 ** (lo + (hi - lo) * i / max(n - 1, 1))) for i in range(n)})
+    # Interleaved, so a study stopped early (by --timeout, say) has seen both ends.
+    return [picks[i // 2] if i % 2 == 0 else picks[-1 - i // 2] for i in range(len(picks))]
+
+
+class BatchSweep(optuna.samplers.BaseSampler):
+    """Wrap a sampler so that trials number 0, 1, ... take the batch sizes of :func:`batch_sweep`.
+
+    Random start-up trials can land on the same batch size several times; a spread first look at
+    the batch axis is what a batch-size study needs most. Every other parameter, and every later
+    trial, comes from the wrapped sampler. Keyed on the trial number, so parallel workers share
+    one sweep and a resumed study does not start it again.
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, space: SearchSpace) -> None:
+        self.base = base
+        self.param = "log2_batch_size" if space.powers_of_two else "batch_size"
+        sweep = batch_sweep(space)
+        self.values = [int(math.log2(b)) for b in sweep] if space.powers_of_two else sweep
+
+    def _fixed(self, trial: optuna.trial.FrozenTrial) -> int | None:
+        return self.values[trial.number] if trial.number < len(self.values) else None
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        params = self.base.sample_relative(study, trial, search_space)
+        fixed = self._fixed(trial)
+        if fixed is not None and self.param in params:
+            params = {**params, self.param: fixed}
+        return params
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        fixed = self._fixed(trial)
+        if fixed is not None and param_name == self.param:
+            return fixed
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
 
 
 def create_study(
@@ -130,7 +235,7 @@ def create_study(
         space: The search space, recorded on the study.
         storage: A storage URL or object; ``None`` keeps the study in memory.
         study_name: The study's name; resumed if it exists and ``load_if_exists``.
-        sampler: Defaults to :func:`default_sampler` (TPE with constraints).
+        sampler: Defaults to :func:`default_sampler`: TPE, starting with a sweep of batch sizes.
         pruner: Defaults to no pruning.
         load_if_exists: Resume an existing study of that name instead of failing.
         seed: The default sampler's seed.
@@ -153,7 +258,7 @@ def create_study(
         study = optuna.create_study(
             storage=storage_obj,
             study_name=study_name,
-            sampler=sampler or default_sampler(seed),
+            sampler=sampler or default_sampler(seed, space=space),
             pruner=pruner or optuna.pruners.NopPruner(),
             direction=mode.study_direction,
             load_if_exists=load_if_exists,
@@ -282,32 +387,6 @@ def _guess_sync() -> Callable[[], None] | None:
     if torch is not None and torch.cuda.is_available():
         return torch.cuda.synchronize
     return None
-
-
-def enqueue_batch_sweep(study: optuna.Study, space: SearchSpace, n_trials: int) -> int:
-    """Start a fresh study with batch sizes spread over the whole range, the rest sampled.
-
-    Random start-up trials can land on the same batch size several times; a spread first look
-    at the batch axis is what a batch-size study needs most. Nothing is enqueued for a study that
-    already has trials. Returns how many trials were enqueued (at most 8, at most half of
-    ``n_trials``).
-    """
-    if study.trials or n_trials < 2:
-        return 0
-    sizes = space.batch_sizes()
-    k = min(max(n_trials // 2, 1), 8, len(sizes) if space.powers_of_two else 8)
-    if space.powers_of_two:
-        lo, hi = math.log2(sizes[0]), math.log2(sizes[-1])
-    else:
-        lo, hi = math.log2(space.batch_low), math.log2(space.batch_high)
-    picks = sorted({round(lo + (hi - lo) * i / max(k - 1, 1)) if space.powers_of_two
-                    else round(2 ** (lo + (hi - lo) * i / max(k - 1, 1))) for i in range(k)})
-    # Interleave small and large, so a study stopped early by --timeout has seen both ends.
-    order = [picks[i // 2] if i % 2 == 0 else picks[-1 - i // 2] for i in range(len(picks))]
-    for v in dict.fromkeys(order):
-        name = "log2_batch_size" if space.powers_of_two else "batch_size"
-        study.enqueue_trial({name: int(v)}, skip_if_exists=False)
-    return len(dict.fromkeys(order))
 
 
 class _StopAfterFailures:

@@ -191,20 +191,27 @@ def test_optimize_validates(n_trials, timeout, message):
         optimize(study, lambda t: 0.0, n_trials=n_trials, timeout=timeout)
 
 
-@pytest.mark.parametrize(
-    ("space", "n_trials", "expected"),
-    [
-        ("lstm", 16, [16, 1024, 32, 512, 64, 256, 128]),
-        ("default", 4, [16, 512]),
-        ("linear_scaling", 20, [8, 2048, 18, 927, 39, 420, 86, 190]),
-    ],
-)
-def test_fresh_studies_start_with_batch_sizes_spread(space, n_trials, expected):
+@pytest.mark.parametrize(("space", "expected"), [
+    ("lstm", [16, 1024, 32, 512, 64, 256, 128]),
+    ("default", [16, 512, 32, 256, 64, 128]),
+    ("linear_scaling", [8, 2048, 18, 927, 39, 420, 86, 190]),
+])
+def test_fresh_studies_start_with_batch_sizes_spread(space, expected):
     mode = bstune.TimeBudget(1)
-    study = create_study(mode, seed=0)
-    from bstune.study import enqueue_batch_sweep
+    study = create_study(mode, space=load_space(space), seed=0)
+    optimize(study, _synthetic_objective(mode, space), n_trials=len(expected) + 4)
+    sizes = [t.user_attrs["batch_size"] for t in study.trials]
+    assert sizes[: len(expected)] == expected
+    assert len(study.trials) == len(expected) + 4  # nothing left waiting
+    # The other parameters still vary during the sweep.
+    assert len({t.params["epochs"] for t in study.trials[: len(expected)]}) > 1
 
-    assert enqueue_batch_sweep(study, load_space(space), n_trials) == len(expected)
-    optimize(study, _synthetic_objective(mode, space), n_trials=len(expected))
-    assert [t.user_attrs["batch_size"] for t in study.trials] == expected
-    assert enqueue_batch_sweep(study, load_space(space), n_trials) == 0  # never on a resumed study
+
+def test_a_sweep_is_shared_by_workers_and_not_restarted(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    mode = bstune.TimeBudget(1)
+    space = load_space("lstm")
+    for seed in (1, 2):  # two "workers" with their own samplers, one after the other
+        study = create_study(mode, space=space, storage=url, study_name="w", seed=seed)
+        optimize(study, _synthetic_objective(mode, "lstm"), n_trials=4)
+    assert [t.user_attrs["batch_size"] for t in study.trials][:7] == [16, 1024, 32, 512, 64, 256, 128]
