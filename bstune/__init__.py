@@ -19,16 +19,22 @@ from bstune._version import __version__
 
 if TYPE_CHECKING:
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
+    from bstune.memory import BatchSearch, find_max_batch_size
+    from bstune.noise import NoiseScale, measure_noise_scale
     from bstune.objectives import Target, TimeBudget
+    from bstune.probe import ProbeResult, run_probe
     from bstune.run import CurvePoint, Run
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
     from bstune.study import create_study, make_objective, optimize
     from bstune.task import Task, load_task
 
 __all__ = [
+    "BatchSearch",
     "BstuneError",
     "CurvePoint",
     "Hyperparams",
+    "NoiseScale",
+    "ProbeResult",
     "Run",
     "SearchSpace",
     "SpaceError",
@@ -39,10 +45,13 @@ __all__ = [
     "TimeBudget",
     "__version__",
     "create_study",
+    "find_max_batch_size",
     "load_space",
     "load_task",
     "make_objective",
+    "measure_noise_scale",
     "optimize",
+    "run_probe",
     "suggest",
 ]
 
@@ -51,6 +60,12 @@ _WHERE = {
     "SpaceError": "bstune.errors",
     "StorageError": "bstune.errors",
     "TaskError": "bstune.errors",
+    "BatchSearch": "bstune.memory",
+    "find_max_batch_size": "bstune.memory",
+    "NoiseScale": "bstune.noise",
+    "measure_noise_scale": "bstune.noise",
+    "ProbeResult": "bstune.probe",
+    "run_probe": "bstune.probe",
     "Target": "bstune.objectives",
     "TimeBudget": "bstune.objectives",
     "CurvePoint": "bstune.run",
