@@ -109,6 +109,7 @@ class ProbeResult:
     space: SearchSpace
     reasons: tuple[str, ...]
     seconds: Mapping[str, float] = field(default_factory=dict)
+    busy: str = ""  # set when other work loaded the processors during the probe
 
     @property
     def critical_batch_size(self) -> float | None:
@@ -137,6 +138,7 @@ class ProbeResult:
             "space": self.space.to_dict(),
             "reasons": list(self.reasons),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "busy": self.busy,
         }
 
 
@@ -633,6 +635,9 @@ def run_probe(
     for r in reasons:
         say(r)
     seconds["total"] = clock() - t_start
+    busy = _busy()
+    if busy:
+        say(f"the machine was busy ({busy}): throughput figures are noisy; probe again on a quiet machine")
     return ProbeResult(
         task=task.name,
         device=trainer.device_name,
@@ -647,7 +652,20 @@ def run_probe(
         space=narrowed,
         reasons=reasons,
         seconds=seconds,
+        busy=busy,
     )
+
+
+def _busy() -> str:
+    """'load 6.1 on 2 cores' when the one-minute load average exceeds the processors, else ''."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return ""
+    cpus = os.cpu_count() or 1
+    return f"load {load:.1f} on {cpus} cores" if load > cpus + 0.5 else ""
 
 
 def _with_power_of_two_ratios(
@@ -718,9 +736,11 @@ def summary_lines(result: ProbeResult) -> list[str]:
         lines.append(f"largest batch tried: {s.largest} (the bound: data set size or --max-batch-size); memory never ran out")
     if result.memory_limit_bytes:
         lines.append(f"memory limit: {result.memory_limit_bytes / MIB:,.0f} MiB ({result.memory_limit_source})")
+    if result.busy:
+        lines.append(f"the machine was busy during the probe ({result.busy}): throughput figures are noisy")
     ratios = [m.vs_powers_of_two for m in result.measurements if m.vs_powers_of_two is not None]
     if ratios:
-        mean = sum(ratios) / len(ratios)
+        mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))  # geometric: ratios
         lines.append(
             f"sizes between powers of two run at {100 * mean:.0f}% of the throughput interpolated from their "
             f"neighbouring powers of two (range {100 * min(ratios):.0f}% to {100 * max(ratios):.0f}%, {len(ratios)} sizes)"
@@ -759,73 +779,130 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     """Draw throughput and peak memory against batch size (log2 axis) to a PNG at ``path``.
 
     The largest batch that fits, the memory limit, the critical batch size and the narrowed batch
-    range are marked. Needs matplotlib (imported here, not with bstune).
+    range (with the part that needs gradient accumulation) are marked; a third panel shows how the
+    noise-scale estimate settled over its steps. Needs matplotlib (imported here, not with bstune).
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
     ms = result.measurements
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    fig.suptitle(f"bstune probe: {result.task} on {result.device}", fontsize=12, x=0.02, ha="left")
+    s = result.search
+    sp = result.space
+    crit = result.critical_batch_size
+    crit_ok = crit is not None and math.isfinite(crit) and crit > 0
+    fig = plt.figure(figsize=(10, 9.5))
+    grid = fig.add_gridspec(3, 1, height_ratios=[3.2, 2.2, 1.4], hspace=0.08)
+    ax1 = fig.add_subplot(grid[0])
+    ax2 = fig.add_subplot(grid[1], sharex=ax1)
+    ax3 = fig.add_subplot(grid[2])
+    title = f"bstune probe: {result.task} on {result.device}, {result.n_train:,} training samples"
+    if result.hp.params:
+        title += "\nmodel: " + ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.hp.params.items()
+        )
+    if result.busy:
+        title += f"  (machine busy during the probe: {result.busy})"
+    fig.suptitle(title, fontsize=11, x=0.07, y=0.985, ha="left")
+
+    # Throughput: powers of two filled, sizes between them hollow.
     xs = [m.batch_size for m in ms]
     p2 = [m for m in ms if m.power_of_two]
     other = [m for m in ms if not m.power_of_two]
-
-    ax1.plot(xs, [m.samples_per_s for m in ms], color="0.6", lw=1, zorder=1)
-    ax1.scatter([m.batch_size for m in p2], [m.samples_per_s for m in p2], s=36, color="C0", zorder=3, label="power of two")
-    ax1.scatter(
-        [m.batch_size for m in other], [m.samples_per_s for m in other], s=36, facecolor="white",
-        edgecolor="C1", lw=1.5, marker="s", zorder=3, label="between powers of two (2^k+1, 3·2^(k-1))",
-    )
+    ax1.plot([m.batch_size for m in p2], [m.samples_per_s for m in p2], color="C0", lw=1.2, alpha=0.6, zorder=2)
+    ax1.scatter([m.batch_size for m in p2], [m.samples_per_s for m in p2], s=40, color="C0", zorder=3,
+                label="power of two")
+    ax1.scatter([m.batch_size for m in other], [m.samples_per_s for m in other], s=40, facecolor="white",
+                edgecolor="C1", lw=1.6, marker="s", zorder=3, label="between powers of two (2^k+1, 3·2^(k-1))")
+    if ms:
+        best = max(ms, key=lambda m: m.samples_per_s)
+        ax1.annotate(f"fastest: {best.batch_size}, {best.samples_per_s:,.0f}/s", (best.batch_size, best.samples_per_s),
+                     xytext=(-12, 10), textcoords="offset points", ha="right", fontsize=8, color="0.2",
+                     arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.8})
+        ax1.set_ylim(0, best.samples_per_s * 1.15)
     ax1.set_ylabel("training samples / s")
-    ax1.set_yscale("log")
-    ax1.grid(True, which="both", alpha=0.25)
+    ax1.grid(True, alpha=0.3)
+    ax1.tick_params(labelbottom=False)
 
+    # Memory: log-log, so the line is straight where memory grows with the batch.
     mem = [(m.batch_size, m.peak_memory_bytes / MIB) for m in ms if m.peak_memory_bytes]
     if mem:
-        ax2.plot([b for b, _ in mem], [v for _, v in mem], color="C2", marker="o", ms=4, lw=1.2, label="peak memory of a step")
-    if result.memory_limit_bytes:
-        ax2.axhline(result.memory_limit_bytes / MIB, color="C3", lw=1.5, label=f"memory limit ({result.memory_limit_source})")
+        ax2.plot([b for b, _ in mem], [v for _, v in mem], color="C2", marker="o", ms=4, lw=1.2,
+                 label="peak memory of a training step")
+    limit_mib = result.memory_limit_bytes / MIB if result.memory_limit_bytes else None
+    top_mib = max((v for _, v in mem), default=1.0)
+    if limit_mib is not None and limit_mib <= 30 * top_mib:
+        ax2.axhline(limit_mib, color="C3", lw=1.6,
+                    label=f"memory limit: {limit_mib:,.0f} MiB ({result.memory_limit_source})")
+    elif limit_mib is not None:
+        # A limit far above every peak would flatten the curve; name it instead of drawing it.
+        ax2.text(0.99, 0.95, f"memory limit {limit_mib:,.0f} MiB ({result.memory_limit_source}): "
+                 f"{limit_mib / top_mib:,.0f}x the largest peak, off the chart ↑",
+                 transform=ax2.transAxes, ha="right", va="top", fontsize=8, color="C3")
     ax2.set_yscale("log")
+    ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if mem and max(v for _, v in mem) < 10 * min(v for _, v in mem):  # under a decade: label minor ticks
+        ax2.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
     ax2.set_ylabel("peak memory (MiB)")
-    ax2.grid(True, which="both", alpha=0.25)
+    ax2.grid(True, which="major", alpha=0.3)
 
-    s = result.search
-    crit = result.critical_batch_size
-    sp = result.space
     for ax in (ax1, ax2):
-        ax.axvspan(sp.batch_low, min(sp.batch_high, s.limit), color="C0", alpha=0.07, lw=0)
+        ax.axvspan(sp.batch_low, min(sp.batch_high, s.limit), color="C0", alpha=0.08, lw=0)
         if sp.batch_high > s.limit:
-            ax.axvspan(s.limit, sp.batch_high, color="C4", alpha=0.08, lw=0, hatch="//")
-        ax.axvline(s.largest, color="C3", ls="-" if s.memory_bound else ":", lw=1.2)
-        if crit is not None and math.isfinite(crit):
-            ax.axvline(crit, color="C4", ls="--", lw=1.5)
-    top = ax1.get_ylim()[1]
-    ax1.text(s.largest, top, f" largest {'fit' if s.memory_bound else 'tried'}: {s.largest}", color="C3",
-             va="top", ha="right" if s.largest > xs[-1] / 2 else "left", rotation=90, fontsize=9)
-    if crit is not None and math.isfinite(crit):
-        ax1.text(crit, top, f" B_crit ≈ {crit:.0f}", color="C4", va="top", ha="right", rotation=90, fontsize=9)
+            ax.axvspan(s.limit, sp.batch_high, facecolor=(0.58, 0.40, 0.74, 0.08),
+                       edgecolor=(0.58, 0.40, 0.74, 0.35), lw=0, hatch="//")
+        ax.axvline(s.largest, color="C3", ls="-" if s.memory_bound else ":", lw=1.3)
+        if crit_ok:
+            ax.axvline(crit, color="C4", ls="--", lw=1.6)
+    box = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}
+    ax2.text(s.largest, 0.04, f"{'largest that fits' if s.memory_bound else 'largest tried'}: {s.largest} ",
+             transform=ax2.get_xaxis_transform(), color="C3", ha="right", va="bottom", fontsize=8, bbox=box)
+    if crit_ok:
+        ax1.text(crit, 0.97, f" critical batch ≈ {crit:.0f} (B_simple) ", transform=ax1.get_xaxis_transform(),
+                 color="C4", ha="left", va="top", fontsize=9, bbox=box)
     handles, labels = ax1.get_legend_handles_labels()
-    from matplotlib.patches import Patch
-
-    handles.append(Patch(color="C0", alpha=0.2, label=f"narrowed search: {sp.batch_low}–{sp.batch_high}"))
+    handles.append(Patch(color="C0", alpha=0.25, label=f"narrowed search: batch {sp.batch_low} to {sp.batch_high}"))
     if sp.batch_high > s.limit:
-        handles.append(Patch(facecolor="C4", alpha=0.2, hatch="//", label=f"gradient accumulation (micro-batch {s.limit})"))
-    ax1.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
-    ax2.legend(loc="upper left", fontsize=8, framealpha=0.9)
+        handles.append(Patch(facecolor=(0.58, 0.40, 0.74, 0.08), edgecolor=(0.58, 0.40, 0.74, 0.5), hatch="//",
+                             label=f"gradient accumulation (micro-batch {s.limit})"))
+    ax1.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.95)
+    ax2.legend(loc="upper left", fontsize=8, framealpha=0.95)
 
-    lo = min([*xs, sp.batch_low]) / 1.3
-    hi = max([*xs, sp.batch_high, crit if crit and math.isfinite(crit) else 1]) * 1.3
+    lo = min([*xs, sp.batch_low]) / 1.25
+    hi = max([*xs, sp.batch_high, crit if crit_ok else 1]) * 1.25  # type: ignore[list-item]
     ax2.set_xscale("log", base=2)
     ax2.set_xlim(lo, hi)
-    ax2.xaxis.set_major_locator(LogLocator(base=2))
+    ticks = [2**k for k in range(64) if lo <= 2**k <= hi]
+    ax2.xaxis.set_major_locator(FixedLocator(ticks))
     ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
+    ax2.xaxis.set_minor_formatter(NullFormatter())
     ax2.set_xlabel("batch size (log2 scale)")
-    fig.tight_layout()
+
+    # How the noise-scale estimate settled.
+    nz = result.noise
+    if nz is not None and nz.running:
+        steps = list(range(1, len(nz.running) + 1))
+        finite = [(i, v) for i, v in zip(steps, nz.running, strict=True) if math.isfinite(v) and v > 0]
+        if finite:
+            ax3.plot([i for i, _ in finite], [v for _, v in finite], color="C4", marker=".", lw=1.2)
+        ax3.axhline(nz.b_simple, color="C4", ls="--", lw=1) if math.isfinite(nz.b_simple) else None
+        ax3.set_xlabel(f"noise-scale step (batches of {nz.b_big}, micro-batches of {nz.b_small}, training)")
+        ax3.set_ylabel("B_simple so far")
+        ax3.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax3.grid(True, alpha=0.3)
+    else:
+        ax3.text(0.5, 0.5, "noise scale not measured", ha="center", va="center", transform=ax3.transAxes)
+        ax3.set_axis_off()
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.91 if result.hp.params else 0.94, bottom=0.06)
+    grid.update(hspace=0.12)
+    fig.align_ylabels([ax1, ax2, ax3])
+    # The third panel has its own x axis: set it apart from the two that share one.
+    pos = ax3.get_position()
+    ax3.set_position([pos.x0, pos.y0, pos.width, pos.height * 0.85])
     p = Path(path)
-    fig.savefig(p, dpi=120)
+    fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
