@@ -792,8 +792,8 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ms = result.measurements
     s = result.search
     sp = result.space
-    crit = result.critical_batch_size
-    crit_ok = crit is not None and math.isfinite(crit) and crit > 0
+    crit = result.critical_batch_size or 0.0
+    crit_ok = math.isfinite(crit) and crit > 0
     fig = plt.figure(figsize=(10, 9.5))
     grid = fig.add_gridspec(3, 1, height_ratios=[3.2, 2.2, 1.4], hspace=0.08)
     ax1 = fig.add_subplot(grid[0])
@@ -820,7 +820,7 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     if ms:
         best = max(ms, key=lambda m: m.samples_per_s)
         ax1.annotate(f"fastest: {best.batch_size}, {best.samples_per_s:,.0f}/s", (best.batch_size, best.samples_per_s),
-                     xytext=(-12, 10), textcoords="offset points", ha="right", fontsize=8, color="0.2",
+                     xytext=(0, -30), textcoords="offset points", ha="center", fontsize=8, color="0.2",
                      arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.8})
         ax1.set_ylim(0, best.samples_per_s * 1.15)
     ax1.set_ylabel("training samples / s")
@@ -872,7 +872,7 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ax2.legend(loc="upper left", fontsize=8, framealpha=0.95)
 
     lo = min([*xs, sp.batch_low]) / 1.25
-    hi = max([*xs, sp.batch_high, crit if crit_ok else 1]) * 1.25  # type: ignore[list-item]
+    hi = max([*xs, sp.batch_high, crit if crit_ok else 1.0]) * 1.25
     ax2.set_xscale("log", base=2)
     ax2.set_xlim(lo, hi)
     ticks = [2**k for k in range(64) if lo <= 2**k <= hi]
@@ -901,7 +901,7 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     fig.align_ylabels([ax1, ax2, ax3])
     # The third panel has its own x axis: set it apart from the two that share one.
     pos = ax3.get_position()
-    ax3.set_position([pos.x0, pos.y0, pos.width, pos.height * 0.85])
+    ax3.set_position((pos.x0, pos.y0, pos.width, pos.height * 0.85))
     p = Path(path)
     fig.savefig(p, dpi=110)
     plt.close(fig)
