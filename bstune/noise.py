@@ -14,7 +14,9 @@ estimate whose squared norm has expectation ``|G|^2 + tr(Sigma) / B``, so two ba
     tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1 / b_small - 1 / b_big)
 
 Single-step estimates are noisy (even negative), so the two are averaged over steps separately and
-only then divided. Here the big batch is ``k`` micro-batches of ``b_small``: ``|G_small|^2`` is the
+only then divided. When the steps train the model, the noise scale moves (it grows as the gradient
+shrinks); ``burn_in_fraction`` leaves the first steps out of the average, so the estimate describes
+where training has got to rather than the random initialisation. Here the big batch is ``k`` micro-batches of ``b_small``: ``|G_small|^2`` is the
 mean squared norm of the ``k`` micro-batch gradients, ``|G_big|^2`` the squared norm of their mean.
 The big batch never goes through the model at once, so it may exceed what fits in memory.
 
@@ -50,8 +52,10 @@ class NoiseScale:
         grad_sq: Estimate of |G|^2, the squared norm of the true gradient.
         b_small: The small batch size.
         b_big: The big batch size.
-        n_steps: Steps averaged over.
-        running: ``B_simple`` from the averages up to each step (how the estimate settled).
+        n_steps: Steps measured.
+        n_burn_in: Leading steps left out of the averages.
+        running: Per step, ``B_simple`` from exponential moving averages of the two estimates
+            (decay ``EMA_DECAY``): how the noise scale moved while it was measured.
     """
 
     b_simple: float
@@ -60,6 +64,7 @@ class NoiseScale:
     b_small: int
     b_big: int
     n_steps: int
+    n_burn_in: int = 0
     running: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +75,7 @@ class NoiseScale:
             "b_small": self.b_small,
             "b_big": self.b_big,
             "n_steps": self.n_steps,
+            "n_burn_in": self.n_burn_in,
         }
 
 
@@ -77,8 +83,17 @@ def _ratio(s: float, g: float) -> float:
     return s / g if g > 0 else math.inf
 
 
+#: Decay of the moving averages behind :attr:`NoiseScale.running` (about a five-step window).
+EMA_DECAY = 0.8
+
+
 def noise_scale_from_norms(
-    small_sq: Sequence[float], big_sq: Sequence[float], b_small: int, b_big: int
+    small_sq: Sequence[float],
+    big_sq: Sequence[float],
+    b_small: int,
+    b_big: int,
+    *,
+    burn_in_fraction: float = 0.0,
 ) -> NoiseScale:
     """B_simple from per-step squared gradient norms at two batch sizes (the two-batch estimator).
 
@@ -87,6 +102,8 @@ def noise_scale_from_norms(
         big_sq: Per step, ``|G_big|^2``.
         b_small: The small batch size.
         b_big: The big batch size, larger than ``b_small``.
+        burn_in_fraction: Fraction of the leading steps left out of the averages (at least one
+            step is always kept).
 
     Example:
         >>> # |G|^2 = 1 and tr(Sigma) = 64: E|G_B|^2 = 1 + 64 / B
@@ -97,20 +114,30 @@ def noise_scale_from_norms(
         raise invalid("b_big", "noise_scale_from_norms", f"an int greater than b_small={b_small}", b_big)
     if len(small_sq) != len(big_sq) or not small_sq:
         raise invalid("small_sq", "noise_scale_from_norms", "a non-empty sequence as long as big_sq", len(small_sq))
+    if not 0.0 <= burn_in_fraction < 1.0:
+        raise invalid("burn_in_fraction", "noise_scale_from_norms", "a number in the range [0, 1)", burn_in_fraction)
+    g_est = [(b_big * b2 - b_small * s2) / (b_big - b_small) for s2, b2 in zip(small_sq, big_sq, strict=True)]
+    s_est = [(s2 - b2) / (1.0 / b_small - 1.0 / b_big) for s2, b2 in zip(small_sq, big_sq, strict=True)]
     running = []
-    sum_s = sum_g = 0.0
-    for i, (s2, b2) in enumerate(zip(small_sq, big_sq, strict=True), 1):
-        sum_g += (b_big * b2 - b_small * s2) / (b_big - b_small)
-        sum_s += (s2 - b2) / (1.0 / b_small - 1.0 / b_big)
-        running.append(_ratio(sum_s / i, sum_g / i))
+    ema_s = ema_g = 0.0
+    for i, (s, g) in enumerate(zip(s_est, g_est, strict=True)):
+        # Bias-corrected moving averages: the first steps are not pulled towards zero.
+        ema_s = EMA_DECAY * ema_s + (1 - EMA_DECAY) * s
+        ema_g = EMA_DECAY * ema_g + (1 - EMA_DECAY) * g
+        correction = 1 - EMA_DECAY ** (i + 1)
+        running.append(_ratio(ema_s / correction, ema_g / correction))
     n = len(small_sq)
+    skip = min(int(n * burn_in_fraction), n - 1)
+    trace_sigma = sum(s_est[skip:]) / (n - skip)
+    grad_sq = sum(g_est[skip:]) / (n - skip)
     return NoiseScale(
-        b_simple=running[-1],
-        trace_sigma=sum_s / n,
-        grad_sq=sum_g / n,
+        b_simple=_ratio(trace_sigma, grad_sq),
+        trace_sigma=trace_sigma,
+        grad_sq=grad_sq,
         b_small=b_small,
         b_big=b_big,
         n_steps=n,
+        n_burn_in=skip,
         running=tuple(running),
     )
 
@@ -128,6 +155,7 @@ def measure_noise_scale(
     time_limit: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
     sync: Callable[[], None] | None = None,
+    burn_in_fraction: float = 0.0,
 ) -> NoiseScale:
     """Measure B_simple on ``model`` over up to ``n_steps`` steps.
 
@@ -148,6 +176,8 @@ def measure_noise_scale(
         time_limit: Stop after this many seconds (checked after each step, with ``sync``).
         clock: A monotonic clock in seconds.
         sync: Waits for queued device work before the clock is read.
+        burn_in_fraction: Fraction of the leading steps left out of the averages (with an
+            optimizer: the steps nearest the initialisation).
     """
     import torch
 
@@ -195,4 +225,4 @@ def measure_noise_scale(
     model.zero_grad(set_to_none=True)
     small = torch.stack(small_sq).tolist()  # sync point
     big = torch.stack(big_sq).tolist()
-    return noise_scale_from_norms(small, big, b_small, b_big)
+    return noise_scale_from_norms(small, big, b_small, b_big, burn_in_fraction=burn_in_fraction)

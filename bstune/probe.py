@@ -52,6 +52,7 @@ __all__ = [
     "ProbeResult",
     "narrow_space",
     "plot_probe",
+    "predicted_cost",
     "probe_hyperparams",
     "probe_sizes",
     "probe_table",
@@ -64,6 +65,12 @@ MIB = 2**20
 #: Batch bounds around the critical batch size: below B_crit / 4 steps barely get cheaper per
 #: sample; above 4 B_crit they barely get fewer (McCandlish et al. 2018: steps ~ S_min (1 + B_crit / B)).
 CRITICAL_FACTOR = 4
+#: The narrowed batch range keeps the sizes whose predicted time to a result is within this factor
+#: of the best one.
+TIME_SLACK = 1.5
+#: The noise-scale steps train the model from its initialisation; the first half is left out of the
+#: estimate, which then describes the model after those steps rather than the random start.
+NOISE_BURN_IN = 0.5
 
 
 @dataclass(frozen=True)
@@ -199,27 +206,67 @@ def _pow2_ceil(x: float) -> int:
     return 2 ** max(0, math.ceil(math.log2(max(x, 1.0))))
 
 
+def predicted_cost(throughput: Mapping[int, float], critical: float, sizes: list[int]) -> dict[int, float]:
+    """Training seconds to a given result, up to a constant, for each batch size in ``sizes``.
+
+    McCandlish et al. (2018): the steps to a result go as ``1 + B_crit / B``, so the time goes as
+    ``(B + B_crit) / throughput(B)``. A size above the largest measured one trains as
+    micro-batches of that size, at its throughput. Sizes below the smallest measured are left out.
+    """
+    if not throughput:
+        return {}
+    measured = sorted(throughput)
+    top = measured[-1]
+    out = {}
+    for b in sizes:
+        if b < measured[0]:
+            continue
+        thr = throughput.get(b) or (throughput[top] if b > top else None)
+        if thr is None:  # between measured sizes: the nearest one below
+            thr = throughput[max(m for m in measured if m <= b)]
+        out[b] = (b + critical) / thr
+    return out
+
+
 def narrow_space(
     base: SearchSpace,
     *,
     search: BatchSearch,
     critical: float | None,
     n_train: int,
+    throughput: Mapping[int, float] | None = None,
 ) -> tuple[SearchSpace, tuple[str, ...]]:
     """The search space the measurements suggest, and the reasons, one line each.
 
-    Batch bounds: powers of two from ``B_crit / 4`` to ``4 * B_crit`` (``CRITICAL_FACTOR``), the top
-    at most the largest power of two in the data set, and at least four times the bottom, so the
-    search keeps three sizes. Without a noise scale (or an infinite one) the base space's bounds
-    stay. A top above what fits in memory trains with gradient accumulation: the space gets
-    ``micro_batch_size`` = the memory limit after the safety margin. Learning rate, epochs and
-    extras stay as in ``base``.
+    Batch bounds: with a noise scale and throughputs, the batch sizes whose predicted time to a
+    result (:func:`predicted_cost`) is within ``TIME_SLACK`` of the best one, rounded out to powers
+    of two; with a noise scale alone, ``B_crit / 4`` to ``4 * B_crit`` (``CRITICAL_FACTOR``);
+    without one (or an infinite one), the base space's. The top is at most the largest power of
+    two in the data set, and at least four times the bottom, so the search keeps three sizes. A
+    top above what fits in memory trains with gradient accumulation: the space gets
+    ``micro_batch_size`` = the memory limit after the safety margin (also when memory bounded the
+    search, so evaluation keeps to it). Learning rate, epochs and extras stay as in ``base``.
     """
     reasons = []
     data_top = _pow2_floor(n_train)
-    if critical is not None and math.isfinite(critical) and critical > 0:
-        low = _pow2_floor(critical / CRITICAL_FACTOR)
-        high = min(_pow2_ceil(critical * CRITICAL_FACTOR), data_top)
+    finite = critical is not None and math.isfinite(critical) and critical > 0
+    cost = {}
+    if finite and throughput:
+        sizes = sorted({*throughput, *(2**k for k in range(int(math.log2(data_top)) + 1))})
+        cost = predicted_cost(throughput, critical, [b for b in sizes if b <= max(data_top, min(throughput))])  # type: ignore[arg-type]
+    if cost:
+        best = min(cost, key=lambda b: cost[b])
+        kept = [b for b, c in cost.items() if c <= TIME_SLACK * cost[best]]
+        low, high = _pow2_floor(min(kept)), min(_pow2_ceil(max(kept)), data_top)
+        reasons.append(
+            f"batch sizes {low} to {high}: predicted time to a result, (B + B_crit) / throughput(B) with "
+            f"B_crit ~ {critical:.0f}, is within {TIME_SLACK:g}x of the best (at batch {best}) from {min(kept)} to "
+            f"{max(kept)}; rounded out to powers of two"
+            + (f", capped at the data set ({n_train} samples)" if high == data_top else "")
+        )
+    elif finite:
+        low = _pow2_floor(critical / CRITICAL_FACTOR)  # type: ignore[operator]
+        high = min(_pow2_ceil(critical * CRITICAL_FACTOR), data_top)  # type: ignore[operator]
         reasons.append(
             f"batch sizes {low} to {high}: from B_crit/{CRITICAL_FACTOR} to {CRITICAL_FACTOR} B_crit "
             f"(B_crit ~ {critical:.0f}), powers of two"
@@ -228,6 +275,8 @@ def narrow_space(
     else:
         low, high = base.batch_low, min(base.batch_high, max(data_top, base.batch_low))
         reasons.append(f"batch sizes {low} to {high}: the base space's (no finite noise scale measured)")
+    if high < 4 * low:  # keep three powers of two to search
+        high = min(4 * low, max(data_top, low))
     low = min(low, max(1, high // 4))
     if not base.powers_of_two:
         low, high = max(1, low), max(low, high)
@@ -547,8 +596,8 @@ def run_probe(
             with meter.measure(model, opt):
                 step(b)  # warm-up, not timed: first-call costs, allocator growth
             peak = meter.peak
-            # Three blocks of steps, each closed by a sync; the median block resists other
-            # processes that steal the processor for a moment.
+            # Three blocks of steps, each closed by a sync; the fastest block counts, as timeit
+            # advises: slower blocks measure other processes that took the processor, not the step.
             rates, k = [], 0
             for _ in range(3):
                 sync()
@@ -560,7 +609,7 @@ def run_probe(
                 sync()  # sync point: the clock must see finished work
                 rates.append(kb * b / (clock() - t0))
                 k += kb
-            rate = sorted(rates)[1]
+            rate = max(rates)
         except Exception as e:
             from bstune.memory import is_oom
 
@@ -570,7 +619,7 @@ def run_probe(
             say(f"batch size {b}: out of memory while timing; left out")
             continue
         raw.append((b, rate, b / rate, k, peak))
-        say(f"batch size {b}: {rate:,.0f} samples/s (median of 3 blocks, {k} steps)")
+        say(f"batch size {b}: {rate:,.0f} samples/s (fastest of 3 blocks, {k} steps)")
     measurements = _with_power_of_two_ratios(raw)
     seconds["throughput"] = clock() - t
     del model, opt
@@ -616,12 +665,13 @@ def run_probe(
                 time_limit=noise_seconds,
                 clock=clock,
                 sync=trainer.sync,
+                burn_in_fraction=NOISE_BURN_IN,
             )
             if noise.n_steps < noise_steps:
                 say(f"noise scale: stopped after {noise.n_steps} of {noise_steps} steps at the {noise_seconds:g} s limit")
             say(
                 f"B_simple = tr(Sigma)/|G|^2 = {noise.trace_sigma:.4g}/{noise.grad_sq:.4g} = {noise.b_simple:.1f} "
-                f"over {noise.n_steps} steps"
+                f"averaged over steps {noise.n_burn_in + 1} to {noise.n_steps}"
             )
             del model, opt
             free_memory()
@@ -630,7 +680,11 @@ def run_probe(
     seconds["noise"] = clock() - t
 
     narrowed, reasons = narrow_space(
-        base, search=search, critical=noise.b_simple if noise is not None else None, n_train=n
+        base,
+        search=search,
+        critical=noise.b_simple if noise is not None else None,
+        n_train=n,
+        throughput={m.batch_size: m.samples_per_s for m in measurements},
     )
     for r in reasons:
         say(r)
@@ -748,8 +802,8 @@ def summary_lines(result: ProbeResult) -> list[str]:
     if result.noise is not None:
         nz = result.noise
         lines.append(
-            f"gradient noise scale B_simple = {nz.b_simple:.1f} (critical batch size estimate; "
-            f"{nz.n_steps} steps, micro-batches of {nz.b_small} in batches of {nz.b_big})"
+            f"gradient noise scale B_simple = {nz.b_simple:.1f} (critical batch size estimate; averaged over "
+            f"steps {nz.n_burn_in + 1} to {nz.n_steps} of training, micro-batches of {nz.b_small} in batches of {nz.b_big})"
         )
     sp = result.space
     lines.append(
@@ -887,10 +941,17 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
         steps = list(range(1, len(nz.running) + 1))
         finite = [(i, v) for i, v in zip(steps, nz.running, strict=True) if math.isfinite(v) and v > 0]
         if finite:
-            ax3.plot([i for i, _ in finite], [v for _, v in finite], color="C4", marker=".", lw=1.2)
-        ax3.axhline(nz.b_simple, color="C4", ls="--", lw=1) if math.isfinite(nz.b_simple) else None
-        ax3.set_xlabel(f"noise-scale step (batches of {nz.b_big}, micro-batches of {nz.b_small}, training)")
-        ax3.set_ylabel("B_simple so far")
+            ax3.plot([i for i, _ in finite], [v for _, v in finite], color="C4", marker=".", lw=1.2,
+                     label="moving estimate")
+        if nz.n_burn_in:
+            ax3.axvspan(0.5, nz.n_burn_in + 0.5, color="0.5", alpha=0.12, lw=0, label="left out (burn-in)")
+        if math.isfinite(nz.b_simple):
+            ax3.hlines(nz.b_simple, nz.n_burn_in + 0.5, nz.n_steps + 0.5, color="C4", ls="--", lw=1.2,
+                       label=f"estimate: {nz.b_simple:.0f}")
+        ax3.set_xlim(0.5, nz.n_steps + 0.5)
+        ax3.legend(loc="upper left", fontsize=8, framealpha=0.95)
+        ax3.set_xlabel(f"noise-scale training step (batches of {nz.b_big}, micro-batches of {nz.b_small})")
+        ax3.set_ylabel("B_simple")
         ax3.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax3.grid(True, alpha=0.3)
     else:

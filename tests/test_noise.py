@@ -19,11 +19,25 @@ def test_from_norms_recovers_exact_expectations() -> None:
     assert est.grad_sq == pytest.approx(g2)
     assert est.trace_sigma == pytest.approx(tr)
     assert est.b_simple == pytest.approx(160.0)
-    assert est.running == pytest.approx((160.0,) * 3)
+    assert est.running == pytest.approx((160.0,) * 3)  # bias-corrected averages of constants
+
+
+def test_from_norms_burn_in_leaves_the_first_steps_out() -> None:
+    # The first two steps are far from the rest (a model near its initialisation).
+    small = [2.0 + 10 / 4] * 2 + [0.5 + 10 / 4] * 4
+    big = [2.0 + 10 / 64] * 2 + [0.5 + 10 / 64] * 4
+    all_steps = noise_scale_from_norms(small, big, 4, 64)
+    later = noise_scale_from_norms(small, big, 4, 64, burn_in_fraction=0.5)
+    assert later.n_burn_in == 3 and later.n_steps == 6
+    assert later.b_simple == pytest.approx(20.0)
+    assert all_steps.b_simple == pytest.approx(10 / 1.0)
+    assert later.running[-1] > later.running[0]  # the moving estimate follows the change
+    with pytest.raises(InvalidParameterError, match="'burn_in_fraction' parameter of noise_scale_from_norms"):
+        noise_scale_from_norms(small, big, 4, 64, burn_in_fraction=1.0)
 
 
 def test_from_norms_averages_before_dividing() -> None:
-    # One step alone gives a negative |G|^2; the average of both steps does not.
+    # One step alone gives a |G|^2 of zero; the average of both steps does not.
     est = noise_scale_from_norms([10.0, 10.0], [1.0, 3.0], 1, 10)
     assert math.isinf(est.running[0])
     assert est.grad_sq == pytest.approx((0.0 + (30 - 10) / 9) / 2)
@@ -59,7 +73,7 @@ def test_measure_recovers_linear_regression_closed_form(d: int, delta_norm: floa
 
     expected = d * (1 + sigma**2 / delta_norm**2) + 1
     est = measure_noise_scale(model, nn.MSELoss(), sample, b_small=8, b_big=512, n_steps=200)
-    assert est.n_steps == 200
+    assert est.n_steps == 200 and est.n_burn_in == 0
     assert est.grad_sq == pytest.approx(4 * delta_norm**2, rel=0.2)
     assert est.trace_sigma == pytest.approx(4 * (d * (delta_norm**2 + sigma**2) + delta_norm**2), rel=0.2)
     assert est.b_simple == pytest.approx(expected, rel=0.2)

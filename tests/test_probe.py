@@ -20,6 +20,7 @@ from bstune.memory import BatchSearch
 from bstune.probe import (
     narrow_space,
     plot_probe,
+    predicted_cost,
     probe_hyperparams,
     probe_sizes,
     probe_table,
@@ -147,40 +148,60 @@ def test_probe_measures_throughput_and_memory_up_to_the_limit(probed) -> None:  
 def test_narrowed_space_follows_the_measurements(probed) -> None:  # type: ignore[no-untyped-def]
     result, _ = probed
     crit = result.critical_batch_size
-    space, reasons = narrow_space(result.base_space, search=result.search, critical=crit, n_train=500)
+    thr = {m.batch_size: m.samples_per_s for m in result.measurements}
+    space, reasons = narrow_space(result.base_space, search=result.search, critical=crit, n_train=500, throughput=thr)
     assert space == result.space
     assert space.batch_high <= 256  # the largest power of two in the data set
     assert space.batch_high >= 4 * space.batch_low or space.batch_low == 1
     assert space.micro_batch_size == 33  # memory bounded the search
     assert (space.lr_low, space.lr_high, space.params) == (1e-3, 1e-1, result.base_space.params)
-    assert reasons[0].startswith(f"batch sizes {space.batch_low} to {space.batch_high}: from B_crit/4 to 4 B_crit")
+    assert reasons[0].startswith(f"batch sizes {space.batch_low} to {space.batch_high}: predicted time to a result")
+
+
+def test_predicted_cost() -> None:
+    thr = {8: 100.0, 16: 200.0, 32: 400.0, 37: 400.0}
+    cost = predicted_cost(thr, 100.0, [4, 8, 16, 32, 64, 128])
+    assert 4 not in cost  # below what was measured
+    assert cost[8] == pytest.approx(108 / 100)
+    assert cost[32] == pytest.approx(132 / 400)
+    assert cost[128] == pytest.approx(228 / 400)  # accumulation at the largest measured size's throughput
 
 
 def test_narrow_space_rules() -> None:
     base = SearchSpace.from_dict(SPACE)
     search = BatchSearch(largest=37, limit=33, bound=500, first_failure=38, tries=())
-    space, reasons = narrow_space(base, search=search, critical=100.0, n_train=500)
-    assert (space.batch_low, space.batch_high, space.micro_batch_size) == (16, 256, 33)
+    # Throughput grows with the batch up to the limit, then accumulation: the best predicted time is
+    # at the limit, and with a large B_crit sizes well beyond it stay close.
+    thr = {b: 10.0 * b for b in (8, 16, 24, 32, 37)}
+    space, reasons = narrow_space(base, search=search, critical=1000.0, n_train=500, throughput=thr)
+    # Kept: (B + 1000) / thr(B) <= 1.5 * 1037 / 370, i.e. B from 32 (24 is out) to 555, capped at 256.
+    assert (space.batch_low, space.batch_high, space.micro_batch_size) == (32, 256, 33)
+    assert "within 1.5x of the best (at batch 37) from 32 to 256" in reasons[0]
     assert "capped at the data set (500 samples)" in reasons[0]
     assert reasons[1].startswith("micro-batch 33: batches above it accumulate gradients")
-    space, reasons = narrow_space(base, search=search, critical=5.0, n_train=500)
-    assert (space.batch_low, space.batch_high, space.micro_batch_size) == (1, 32, 33)
+    # Flat throughput and a small B_crit: the smallest batches win.
+    flat = {b: 1000.0 for b in (8, 16, 32, 37)}
+    space, reasons = narrow_space(base, search=search, critical=5.0, n_train=500, throughput=flat)
+    assert (space.batch_low, space.batch_high, space.micro_batch_size) == (8, 32, 33)
     assert reasons[1] == "micro-batch 33: the memory limit; every batch in range fits, no accumulation"
+    # Without throughputs: B_crit / 4 to 4 B_crit.
+    space, reasons = narrow_space(base, search=search, critical=100.0, n_train=500)
+    assert (space.batch_low, space.batch_high) == (16, 256)
+    assert reasons[0].startswith("batch sizes 16 to 256: from B_crit/4 to 4 B_crit")
     unbound = replace(search, first_failure=None, largest=500, limit=500)
     space, reasons = narrow_space(base, search=unbound, critical=5.0, n_train=500)
     assert space.micro_batch_size is None
     assert reasons[1] == "no gradient accumulation: 32 fits in memory (up to 500 measured)"
-    space, reasons = narrow_space(base, search=search, critical=math.inf, n_train=500)
+    space, reasons = narrow_space(base, search=search, critical=math.inf, n_train=500, throughput=thr)
     assert (space.batch_low, space.batch_high, space.micro_batch_size) == (4, 256, 33)
     assert "the base space's" in reasons[0]
 
 
 def test_space_file_loads_and_drives_a_study(probed, task_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result, _ = probed
-    # Force effective batches beyond the fake limit, so that only gradient accumulation lets them train.
-    space, reasons = narrow_space(result.base_space, search=result.search, critical=256.0, n_train=500)
-    assert (space.batch_low, space.batch_high, space.micro_batch_size) == (64, 256, 33)
-    path = write_space(replace(result, space=space, reasons=reasons), tmp_path / "probed.yaml")
+    # Effective batches beyond the fake limit: only gradient accumulation lets them train.
+    space = replace(result.space, batch_low=64, batch_high=256, micro_batch_size=33)
+    path = write_space(replace(result, space=space), tmp_path / "probed.yaml")
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# Written by bstune probe for limited on cpu.")
     assert yaml.safe_load(text)["batch_size"] == {"low": 64, "high": 256, "powers_of_two": True, "micro_batch_size": 33}
