@@ -173,8 +173,13 @@ def optimize(
         console.width = max(console.width, 150)  # logs and pipes: keep each trial on one line
     probed = None
     if probe_first:
-        probed = _probe_and_report(console, task, the_space, device=device, seed=seed, output_dir=Path("."))
-        the_space = probed.space
+        stored = _stored_probe(storage, study_name)
+        if stored is not None:  # resuming: the same space, not a fresh probe that may differ
+            the_space = load_space(stored["space"])
+            console.print(f"resuming a probed study: its space from the earlier probe ({the_space.name})")
+        else:
+            probed = _probe_and_report(console, task, the_space, device=device, seed=seed, output_dir=Path("."))
+            the_space = probed.space
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
     study = create_study(mode, space=the_space, storage=storage, study_name=study_name, seed=seed)
     before = len(study.trials)
@@ -209,6 +214,19 @@ def optimize(
         else:
             console.print("no trial finished with a feasible value yet")
         console.print(f"inspect it: optuna-dashboard {mask_url(storage)}")
+
+
+def _stored_probe(storage: str, study_name: str) -> dict | None:  # type: ignore[type-arg]
+    """The probe findings stored on an existing study of that name, if any."""
+    import optuna
+
+    from bstune.study import resolve_storage
+
+    store = resolve_storage(storage)
+    if study_name not in optuna.study.get_all_study_names(storage=store):  # type: ignore[arg-type]
+        return None
+    found = optuna.load_study(study_name=study_name, storage=store).user_attrs.get("probe")  # type: ignore[arg-type]
+    return found if isinstance(found, dict) and isinstance(found.get("space"), dict) else None
 
 
 def _parse_params(items: list[str]) -> dict[str, object]:

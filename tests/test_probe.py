@@ -263,6 +263,17 @@ def test_optimize_with_probe_searches_the_narrowed_space(task_path: Path, tmp_pa
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert space["batch_size"]["low"] <= t.user_attrs["batch_size"] <= space["batch_size"]["high"]
         assert t.user_attrs["micro_batch_size"] == min(t.user_attrs["batch_size"], 33)
+    # Resuming reuses the stored probe instead of probing again (a new probe could differ).
+    (tmp_path / "limited-probe.yaml").unlink()
+    res = CliRunner().invoke(
+        app,
+        ["optimize", str(task_path), "--probe", "--space", str(space_file), "--n-trials", "1",
+         "--time-budget", "0.2", "--storage", f"sqlite:///{db}", "--device", "cpu"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "resuming a probed study: its space from the earlier probe (blobs-probed)" in res.output
+    assert not (tmp_path / "limited-probe.yaml").exists()
+    assert len(optuna.load_study(study_name="limited-budget-0.2s-probe", storage=f"sqlite:///{db}").trials) == 3
 
 
 def test_cpu_memory_limit_counts_as_out_of_memory(tmp_path: Path) -> None:
