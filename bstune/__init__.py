@@ -20,7 +20,10 @@ from bstune._version import __version__
 if TYPE_CHECKING:
     from bstune._workers import WorkerPlan, plan_workers, retry_trial
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
+    from bstune.memory import BatchSearch, find_max_batch_size
+    from bstune.noise import NoiseScale, measure_noise_scale
     from bstune.objectives import Target, TimeBudget
+    from bstune.probe import ProbeResult, run_probe
     from bstune.pruners import default_pruner
     from bstune.run import CurvePoint, Run
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
@@ -28,9 +31,12 @@ if TYPE_CHECKING:
     from bstune.task import Task, load_task
 
 __all__ = [
+    "BatchSearch",
     "BstuneError",
     "CurvePoint",
     "Hyperparams",
+    "NoiseScale",
+    "ProbeResult",
     "Run",
     "SearchSpace",
     "SpaceError",
@@ -43,12 +49,15 @@ __all__ = [
     "__version__",
     "create_study",
     "default_pruner",
+    "find_max_batch_size",
     "load_space",
     "load_task",
     "make_objective",
+    "measure_noise_scale",
     "optimize",
     "plan_workers",
     "retry_trial",
+    "run_probe",
     "suggest",
 ]
 
@@ -57,6 +66,12 @@ _WHERE = {
     "SpaceError": "bstune.errors",
     "StorageError": "bstune.errors",
     "TaskError": "bstune.errors",
+    "BatchSearch": "bstune.memory",
+    "find_max_batch_size": "bstune.memory",
+    "NoiseScale": "bstune.noise",
+    "measure_noise_scale": "bstune.noise",
+    "ProbeResult": "bstune.probe",
+    "run_probe": "bstune.probe",
     "Target": "bstune.objectives",
     "TimeBudget": "bstune.objectives",
     "CurvePoint": "bstune.run",

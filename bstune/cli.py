@@ -155,6 +155,14 @@ def optimize(
             "that long (its process died) is failed and retried.",
         ),
     ] = 10,
+    probe_first: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Run bstune probe first (memory, throughput, noise scale) and search the space it narrows; "
+            "writes SCRIPT-probe.yaml and SCRIPT-probe.png.",
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
@@ -212,18 +220,31 @@ def optimize(
     the_space = load_space(space or defaults.get("space", "default"))
     if study_name is None:
         tag = f"budget-{mode.budget:g}s" if isinstance(mode, TimeBudget) else f"target-{mode.target:g}"
-        study_name = f"{task.name}-{tag}"
+        study_name = f"{task.name}-{tag}" + ("-probe" if probe_first else "")
 
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: keep each trial on one line
+    probed = None
+    if probe_first:
+        stored = _stored_probe(storage, study_name)
+        if stored is not None:  # resuming: the same space, not a fresh probe that may differ
+            the_space = load_space(stored["space"])
+            console.print(f"resuming a probed study: its space from the earlier probe ({the_space.name})")
+        else:
+            probed = _probe_and_report(console, task, the_space, device=device, seed=seed, output_dir=Path("."))
+            the_space = probed.space
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
     storage_obj = resolve_storage(storage, heartbeat_interval=heartbeat_interval)
     study = create_study(
         mode, space=the_space, storage=storage_obj, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
     )
     before = len(study.trials)
+    if probed is not None:
+        study.set_user_attr("probe", probed.to_dict())
 
+    if micro_batch_size is None:
+        micro_batch_size = the_space.micro_batch_size  # a probed space's memory limit
     trainer = None
     if not task.owns_loop and plans is None:
         from bstune.train import Trainer
@@ -381,6 +402,134 @@ def dashboard(
         pass
     finally:
         server.server_close()
+
+
+def _stored_probe(storage: str, study_name: str) -> dict | None:  # type: ignore[type-arg]
+    """The probe findings stored on an existing study of that name, if any."""
+    import optuna
+
+    from bstune.study import resolve_storage
+
+    store = resolve_storage(storage)
+    if study_name not in optuna.study.get_all_study_names(storage=store):  # type: ignore[arg-type]
+        return None
+    found = optuna.load_study(study_name=study_name, storage=store).user_attrs.get("probe")  # type: ignore[arg-type]
+    return found if isinstance(found, dict) and isinstance(found.get("space"), dict) else None
+
+
+def _parse_params(items: list[str]) -> dict[str, object]:
+    import yaml
+
+    out: dict[str, object] = {}
+    for key, value in _parse_options(items).items():
+        try:
+            out[key] = yaml.safe_load(value) if value else value
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def _probe_and_report(console, task, base_space, *, output_dir: Path, **kwargs):  # type: ignore[no-untyped-def]
+    """Run the probe, print its log, table and findings, and write its space file and picture."""
+    from bstune.probe import plot_probe, probe_table, run_probe, summary_lines, write_space
+
+    result = run_probe(task, space=base_space, log=lambda line: console.print(f"[dim]{line}[/]"), **kwargs)
+    console.print(probe_table(result))
+    for line in summary_lines(result):
+        console.print(line)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    space_file = write_space(result, output_dir / f"{task.name}-probe.yaml")
+    picture = plot_probe(result, output_dir / f"{task.name}-probe.png")
+    console.print(f"wrote {space_file} (bstune optimize {task.path} --space {space_file}) and {picture}")
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
+    console.print(f"probe took {result.seconds['total']:.1f} s ({parts})")
+    return result
+
+
+@app.command()
+def probe(
+    script: Annotated[Path, typer.Argument(help="The task script: defines data() and model(hp).")],
+    space: Annotated[
+        Optional[str],
+        typer.Option("--space", help="The search space to narrow: a built-in name or a YAML file (default: the script's)."),
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Where SCRIPT-probe.yaml and SCRIPT-probe.png go.")
+    ] = Path("."),
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    max_batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-batch-size",
+            help="The largest batch the memory search tries, also bounded by the data (default 4096 on the CPU, else 65536).",
+        ),
+    ] = None,
+    min_batch_size: Annotated[
+        int, typer.Option("--min-batch-size", help="The smallest batch whose throughput is measured.")
+    ] = 8,
+    safety_margin: Annotated[
+        float, typer.Option("--safety-margin", help="Fraction taken off the largest batch that fits, for the micro-batch.")
+    ] = 0.1,
+    memory_limit: Annotated[
+        Optional[float],
+        typer.Option("--memory-limit", help="MiB a training step may use (default: the GPU's memory; on the CPU half the free memory)."),
+    ] = None,
+    noise_steps: Annotated[
+        int, typer.Option("--noise-steps", help="Training steps the gradient noise scale is averaged over (0 skips it).")
+    ] = 30,
+    noise_seconds: Annotated[
+        float, typer.Option("--noise-seconds", help="The most seconds the noise scale may take.")
+    ] = 30.0,
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option("--param", help="KEY=VALUE model parameter for the probe's model (default: ints at the top of their range); repeatable."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the models and batches.")] = 0,
+    task_option: Annotated[
+        Optional[list[str]],
+        typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """Measure memory, throughput and the critical batch size of SCRIPT's training step.
+
+    Prints a table of throughput and peak memory per batch size (powers of two and sizes between
+    them), the largest batch that fits and the gradient noise scale, draws SCRIPT-probe.png and
+    writes SCRIPT-probe.yaml, a narrowed search space for bstune optimize --space.
+    """
+    from rich.console import Console
+
+    from bstune.space import load_space
+    from bstune.task import load_task
+
+    _positive("--max-batch-size", max_batch_size, integer=True)
+    _positive("--min-batch-size", min_batch_size, integer=True)
+    _positive("--memory-limit", memory_limit)
+    if not 0 <= safety_margin < 1:
+        raise BstuneError(f"--safety-margin must be in [0, 1); got {safety_margin:g}")
+    _positive("--noise-seconds", noise_seconds)
+    if noise_steps < 0:
+        raise BstuneError(f"--noise-steps must be an integer of at least 0; got {noise_steps}")
+    task = load_task(script, _parse_options(task_option or []))
+    base = load_space(space or task.defaults.get("space", "default"))
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    _probe_and_report(
+        console,
+        task,
+        base,
+        output_dir=output_dir,
+        device=device,
+        params=_parse_params(param or []),
+        max_batch_size=max_batch_size,
+        min_batch_size=min_batch_size,
+        safety_margin=safety_margin,
+        memory_limit=int(memory_limit * 2**20) if memory_limit is not None else None,
+        noise_steps=noise_steps,
+        noise_seconds=noise_seconds,
+        seed=seed,
+    )
 
 
 @app.command()

@@ -4,14 +4,25 @@ An out-of-memory error is recognised by its type first (``torch.OutOfMemoryError
 MPS, Python's ``MemoryError`` for CPU allocations), then by the message of a ``RuntimeError`` from
 older torch builds that raise no dedicated type. Any other error is left alone. This module imports
 torch only if the caller already has.
+
+It also owns the search for the largest batch that fits (doubling, then bisection, with a safety
+margin) and the gradient-accumulation plan for effective batches beyond it.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import math
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["free_memory", "is_oom"]
+from bstune.errors import BstuneError, invalid
+
+__all__ = ["BatchSearch", "accumulation_plan", "find_max_batch_size", "free_memory", "is_oom"]
+
+_logger = logging.getLogger("bstune.memory")
 
 _OOM_MESSAGES = ("out of memory", "CUDA error: out of memory", "MPS backend out of memory")
 
@@ -44,3 +55,137 @@ def free_memory() -> None:
     mps = getattr(torch, "mps", None)
     if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         mps.empty_cache()
+
+
+# ------------------------------------------------------------------ the largest batch that fits
+
+
+@dataclass(frozen=True)
+class BatchSearch:
+    """What the search for the largest batch that fits found.
+
+    Attributes:
+        largest: The largest batch size that fitted.
+        limit: ``largest`` less the safety margin, when memory stopped the search; else ``largest``.
+            Use it as the micro-batch size: a batch that barely fitted once may not fit every time
+            (fragmentation, longer inputs).
+        bound: The most that was allowed: the data set size or the maximum, whichever is smaller.
+        first_failure: The smallest batch size that did not fit, or ``None`` if none failed.
+        tries: Every batch size tried, in order, with whether it fitted.
+    """
+
+    largest: int
+    limit: int
+    bound: int
+    first_failure: int | None
+    tries: tuple[tuple[int, bool], ...]
+
+    @property
+    def memory_bound(self) -> bool:
+        """Whether memory, rather than the data set size or the maximum, set the largest batch."""
+        return self.first_failure is not None
+
+
+def find_max_batch_size(
+    try_batch: Callable[[int], None],
+    *,
+    bound: int,
+    start: int = 1,
+    safety_margin: float = 0.1,
+    log: Callable[[str], None] | None = None,
+) -> BatchSearch:
+    """Find the largest batch size for which ``try_batch`` does not run out of memory.
+
+    Doubling from ``start`` until a size fails or ``bound`` is reached, then bisection between the
+    last size that fitted and the first that did not, so the result is exact when fitting is
+    monotone in the batch size. Memory is freed after every try. An error that is not
+    out-of-memory (see :func:`is_oom`) propagates untouched.
+
+    Args:
+        try_batch: Runs one training step at the given batch size; raises on out of memory.
+        bound: The largest size to try (the data set size, or a maximum).
+        start: The first size to try.
+        safety_margin: Fraction taken off the largest size when memory stopped the search.
+        log: Receives one line per decision (default: the ``bstune.memory`` logger).
+
+    Raises:
+        BstuneError: Not even a batch of one fits.
+
+    Example:
+        >>> def step(b):
+        ...     if b > 37:
+        ...         raise MemoryError(f"batch {b}")
+        >>> find_max_batch_size(step, bound=1000, log=lambda s: None).largest
+        37
+    """
+    if bound < 1:
+        raise invalid("bound", "find_max_batch_size", "an int in the range [1, inf)", bound)
+    if not 1 <= start <= bound:
+        raise invalid("start", "find_max_batch_size", f"an int in the range [1, {bound}]", start)
+    if not 0.0 <= safety_margin < 1.0:
+        raise invalid("safety_margin", "find_max_batch_size", "a number in the range [0, 1)", safety_margin)
+    say = log or _logger.info
+    tries: list[tuple[int, bool]] = []
+
+    def fits(b: int) -> bool:
+        try:
+            try_batch(b)
+            ok = True
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            say(f"batch size {b} does not fit ({reason})")
+            ok = False
+        finally:
+            free_memory()
+        tries.append((b, ok))
+        return ok
+
+    # Doubling: the first size that does not fit, or the bound.
+    lo, hi, b = 0, None, start
+    while True:
+        if fits(b):
+            lo = b
+            if b >= bound:
+                say(f"batch size {b} fits and is the bound; stopping")
+                break
+            nxt = min(2 * b, bound)
+            say(f"batch size {b} fits; trying {nxt}")
+            b = nxt
+        else:
+            hi = b
+            break
+    # Bisection between the last that fitted and the first that did not.
+    while hi is not None and hi - lo > 1:
+        mid = (lo + hi) // 2
+        say(f"bisecting between {lo} (fits) and {hi} (does not): trying {mid}")
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    if lo == 0:
+        raise BstuneError(f"not even a batch of 1 fits in memory (tried {', '.join(str(t) for t, _ in tries)})")
+    limit = lo
+    if hi is not None:
+        limit = max(1, math.floor(lo * (1.0 - safety_margin)))
+        say(f"largest batch that fits: {lo}; with a {safety_margin:.0%} safety margin: {limit}")
+    else:
+        say(f"largest batch tried: {lo} (the bound); no safety margin, memory never ran out")
+    return BatchSearch(largest=lo, limit=limit, bound=bound, first_failure=hi, tries=tuple(tries))
+
+
+def accumulation_plan(batch_size: int, micro_limit: int | None) -> tuple[int, int]:
+    """The micro-batch size and number of micro-batches for an effective ``batch_size``.
+
+    The micro-batch is the largest that fits (``micro_limit``); the last micro-batch of a step may
+    be smaller, so the effective batch is exact.
+
+    Example:
+        >>> accumulation_plan(1024, 300), accumulation_plan(64, 300)
+        ((300, 4), (64, 1))
+    """
+    if batch_size < 1:
+        raise invalid("batch_size", "accumulation_plan", "an int in the range [1, inf)", batch_size)
+    micro = min(batch_size, micro_limit or batch_size)
+    return micro, math.ceil(batch_size / micro)

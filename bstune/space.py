@@ -3,7 +3,7 @@
 A search space names the range of the batch size, the learning rate and the number of epochs, any
 extra model parameters, and how the learning rate follows the batch size::
 
-    batch_size: {low: 8, high: 512, powers_of_two: true}
+    batch_size: {low: 8, high: 512, powers_of_two: true, micro_batch_size: 128}
     learning_rate: {low: 1.0e-4, high: 1.0e-1, scaling: sqrt, reference_batch_size: 32}
     epochs: {low: 1, high: 8}
     params:
@@ -13,6 +13,10 @@ extra model parameters, and how the learning rate follows the batch size::
 With ``scaling: linear`` or ``sqrt`` the sampler searches the *base* rate (the rate at the
 reference batch size), and the rate a trial trains with is ``base * (batch / reference) ** k``
 with k = 1 or 1/2 (Goyal et al. 2017; Hoffer et al. 2017). Both rates are recorded on the trial.
+
+The optional ``batch_size.micro_batch_size`` is the largest batch put through the model at once
+(``bstune probe`` writes it from the memory it measured): larger effective batches train with
+gradient accumulation over micro-batches of that size.
 """
 
 from __future__ import annotations
@@ -130,6 +134,7 @@ class SearchSpace:
     name: str = "custom"
     description: str = ""
     source: str = "<dict>"
+    micro_batch_size: int | None = None
 
     # ---------------------------------------------------------------- loading
 
@@ -141,13 +146,16 @@ class SearchSpace:
         v.only(top, {"name", "description", "batch_size", "learning_rate", "epochs", "params"}, "the top level")
 
         bs = v.mapping(v.required(top, "batch_size"), "batch_size")
-        v.only(bs, {"low", "high", "powers_of_two"}, "batch_size")
+        v.only(bs, {"low", "high", "powers_of_two", "micro_batch_size"}, "batch_size")
         b_low = v.integer(bs, "batch_size.low", bs.get("low"), minimum=1)
         b_high = v.integer(bs, "batch_size.high", bs.get("high"), minimum=1)
         v.ordered("batch_size", b_low, b_high)
         p2 = v.boolean("batch_size.powers_of_two", bs.get("powers_of_two", True))
         if p2 and not any(b_low <= 2**k <= b_high for k in range(64)):
             raise v.error("batch_size", f"must contain a power of two when powers_of_two is true; got [{b_low}, {b_high}]")
+        micro = bs.get("micro_batch_size")
+        if micro is not None:
+            micro = v.integer(bs, "batch_size.micro_batch_size", micro, minimum=1)
 
         lr = v.mapping(v.required(top, "learning_rate"), "learning_rate")
         v.only(lr, {"low", "high", "scaling", "reference_batch_size"}, "learning_rate")
@@ -190,14 +198,18 @@ class SearchSpace:
             name=str(top.get("name", name or "custom")),
             description=str(top.get("description", "")),
             source=source,
+            micro_batch_size=micro,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The space as plain data: what is stored on the study and what a space file holds."""
+        batch: dict[str, Any] = {"low": self.batch_low, "high": self.batch_high, "powers_of_two": self.powers_of_two}
+        if self.micro_batch_size is not None:  # absent unless set, so older spaces compare equal
+            batch["micro_batch_size"] = self.micro_batch_size
         return {
             "name": self.name,
             "description": self.description,
-            "batch_size": {"low": self.batch_low, "high": self.batch_high, "powers_of_two": self.powers_of_two},
+            "batch_size": batch,
             "learning_rate": {
                 "low": self.lr_low,
                 "high": self.lr_high,

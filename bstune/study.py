@@ -329,7 +329,7 @@ def make_objective(
             if trainer is None:
                 from bstune.train import Trainer
 
-                trainer = Trainer(task)
+                trainer = Trainer(task, micro_batch_size=space.micro_batch_size)
             train_fn = trainer
     else:
         train_fn = task

@@ -285,6 +285,23 @@ class Trainer:
         run.extra_attrs["data_on_device"] = self.data_on_device
         run.extra_attrs["amp"] = "bf16" if self.amp and cuda else "off"
 
+    def parts(self, hp: Hyperparams) -> tuple[nn.Module, torch.optim.Optimizer, Callable[..., torch.Tensor]]:
+        """The model, optimizer and loss a trial with ``hp`` trains with, built as the loop builds
+        them (``bstune probe`` measures the same step)."""
+        model = self._build(hp)
+        loss_hook = self.task.get("loss")
+        return model, self._optimizer(model, hp), loss_hook() if loss_hook is not None else nn.CrossEntropyLoss()
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training samples at ``idx``, on the device, gathered as the loop gathers them."""
+        return self._batch(self.data(), idx)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The mixed-precision context the loop runs forward passes in."""
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _build(self, hp: Hyperparams) -> nn.Module:
         model_fn = self.task.get("model")
         assert model_fn is not None
@@ -306,7 +323,7 @@ class Trainer:
     def _evaluate(self, model: nn.Module, data: TaskData, metric_fn: Callable[..., Any], autocast: Any) -> float:
         model.eval()
         n = int(data.x_valid.shape[0])
-        chunk = 2048
+        chunk = min(2048, self.micro_batch_size or 2048)  # evaluation must fit where training does
         total = torch.zeros((), device=self.device)
         for start in range(0, n, chunk):
             idx = torch.arange(start, min(start + chunk, n), device=data.x_valid.device)

@@ -1,0 +1,101 @@
+"""Out-of-memory recognition, the search for the largest batch that fits, accumulation plans."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bstune import memory
+from bstune.errors import BstuneError, InvalidParameterError
+from bstune.memory import accumulation_plan, find_max_batch_size, is_oom
+
+
+def test_is_oom_by_type_first() -> None:
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(MemoryError())
+    assert is_oom(RuntimeError("CUDA error: out of memory"))  # older torch, no dedicated type
+    assert not is_oom(ValueError("out of memory"))  # the text alone is not enough
+    assert not is_oom(RuntimeError("shape mismatch"))
+    assert not is_oom(None)
+
+
+def _limited(limit: int, tried: list[int]):  # type: ignore[no-untyped-def]
+    def step(b: int) -> None:
+        tried.append(b)
+        if b > limit:
+            raise torch.OutOfMemoryError(f"fake: batch {b} above {limit}")
+
+    return step
+
+
+@settings(max_examples=60, deadline=None)
+@given(limit=st.integers(1, 5000), bound=st.integers(1, 6000), start=st.integers(1, 64))
+def test_finds_exactly_the_limit(limit: int, bound: int, start: int) -> None:
+    start = min(start, bound)
+    tried: list[int] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(memory, "free_memory", lambda: None)  # gc.collect() per try: slow, not under test here
+        found = find_max_batch_size(_limited(limit, tried), bound=bound, start=start, log=lambda s: None)
+    if limit >= bound:
+        assert found.largest == bound and found.first_failure is None and found.limit == bound
+    elif limit >= start:
+        assert found.largest == limit and found.first_failure == limit + 1
+    else:
+        assert found.largest == limit  # bisection below a start that did not fit
+    assert max(tried) <= bound
+    assert [b for b, _ in found.tries] == tried
+    assert all(ok == (b <= limit) for b, ok in found.tries)
+
+
+def test_doubles_then_bisects_and_logs_every_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    freed = []
+    monkeypatch.setattr(memory, "free_memory", lambda: freed.append(1))
+    tried: list[int] = []
+    lines: list[str] = []
+    found = find_max_batch_size(_limited(37, tried), bound=1000, safety_margin=0.1, log=lines.append)
+    assert tried == [1, 2, 4, 8, 16, 32, 64, 48, 40, 36, 38, 37]
+    assert found.largest == 37 and found.limit == 33 and found.memory_bound
+    assert len(freed) == len(tried)  # memory freed after every try
+    assert "batch size 32 fits; trying 64" in lines
+    assert any(line.startswith("batch size 64 does not fit (fake: batch 64 above 37)") for line in lines)
+    assert "bisecting between 32 (fits) and 64 (does not): trying 48" in lines
+    assert lines[-1] == "largest batch that fits: 37; with a 10% safety margin: 33"
+
+
+def test_bound_without_failure_takes_no_margin() -> None:
+    found = find_max_batch_size(lambda b: None, bound=100, safety_margin=0.5, log=lambda s: None)
+    assert (found.largest, found.limit, found.first_failure) == (100, 100, None)
+    assert [b for b, _ in found.tries] == [1, 2, 4, 8, 16, 32, 64, 100]
+
+
+def test_other_errors_propagate_untouched() -> None:
+    def step(b: int) -> None:
+        if b > 4:
+            raise ValueError("shapes do not match")
+
+    with pytest.raises(ValueError, match="shapes do not match"):
+        find_max_batch_size(step, bound=64, log=lambda s: None)
+
+
+def test_nothing_fits() -> None:
+    with pytest.raises(BstuneError, match="not even a batch of 1 fits in memory"):
+        find_max_batch_size(_limited(0, []), bound=64, log=lambda s: None)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(InvalidParameterError, match="'bound' parameter of find_max_batch_size"):
+        find_max_batch_size(lambda b: None, bound=0)
+    with pytest.raises(InvalidParameterError, match="'safety_margin' parameter"):
+        find_max_batch_size(lambda b: None, bound=8, safety_margin=1.0)
+    with pytest.raises(InvalidParameterError, match="'start' parameter"):
+        find_max_batch_size(lambda b: None, bound=8, start=9)
+
+
+def test_accumulation_plan() -> None:
+    assert accumulation_plan(1024, 300) == (300, 4)
+    assert accumulation_plan(64, None) == (64, 1)
+    assert accumulation_plan(64, 64) == (64, 1)
+    with pytest.raises(InvalidParameterError, match="'batch_size' parameter of accumulation_plan"):
+        accumulation_plan(0, 8)
