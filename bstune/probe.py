@@ -911,12 +911,15 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
         ax.axvline(s.largest, color="C3", ls="-" if s.memory_bound else ":", lw=1.3)
         if crit_ok:
             ax.axvline(crit, color="C4", ls="--", lw=1.6)
+    lo = min([*xs, sp.batch_low]) / 1.25
+    hi = max([*xs, sp.batch_high, crit if crit_ok else 1.0]) * 1.25
     box = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}
     ax2.text(s.largest, 0.04, f"{'largest that fits' if s.memory_bound else 'largest tried'}: {s.largest} ",
              transform=ax2.get_xaxis_transform(), color="C3", ha="right", va="bottom", fontsize=8, bbox=box)
     if crit_ok:
+        right_half = math.log(crit / lo) > 0.5 * math.log(hi / lo)  # label on the side with room
         ax1.text(crit, 0.97, f" critical batch ≈ {crit:.0f} (B_simple) ", transform=ax1.get_xaxis_transform(),
-                 color="C4", ha="left", va="top", fontsize=9, bbox=box)
+                 color="C4", ha="right" if right_half else "left", va="top", fontsize=9, bbox=box)
     handles, labels = ax1.get_legend_handles_labels()
     handles.append(Patch(color="C0", alpha=0.25, label=f"narrowed search: batch {sp.batch_low} to {sp.batch_high}"))
     if sp.batch_high > s.limit:
@@ -925,8 +928,6 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ax1.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.95)
     ax2.legend(loc="upper left", fontsize=8, framealpha=0.95)
 
-    lo = min([*xs, sp.batch_low]) / 1.25
-    hi = max([*xs, sp.batch_high, crit if crit_ok else 1.0]) * 1.25
     ax2.set_xscale("log", base=2)
     ax2.set_xlim(lo, hi)
     ticks = [2**k for k in range(64) if lo <= 2**k <= hi]
