@@ -209,16 +209,9 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         with run.overhead():
             data = self.data()
-            model = self._build(hp)
-            opt = self._optimizer(model, hp)
-            loss_hook = self.task.get("loss")
-            loss_fn = loss_hook() if loss_hook is not None else nn.CrossEntropyLoss()
+            model, opt, loss_fn = self.parts(hp)
         metric_fn = self.task.get("metric") or _accuracy
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-            if self.amp and cuda
-            else contextlib.nullcontext()
-        )
+        autocast = self.autocast()
         base_lrs = [g["lr"] for g in opt.param_groups]
 
         n = data.n_train
