@@ -632,7 +632,7 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
         raise BstuneError("the worker got no mode")
     storage = resolve_storage(spec["storage"], heartbeat_interval=spec.get("heartbeat_interval"))
     # Each worker samples with its own seed, or their first random trials would coincide.
-    sampler = default_sampler(seed=int(spec["seed"]) + int(spec["index"]), space=space)
+    sampler = default_sampler(seed=int(spec["seed"]) + int(spec["index"]), space=space, mode=mode)
     from bstune.pruners import make_pruner
 
     study = create_study(

@@ -121,8 +121,9 @@ def optimize(
         str,
         typer.Option(
             "--pruner",
-            help="default (bstune's for the mode: divergence, slow or target-time, time-aligned), none, "
-            "divergence, time-aligned, target-time, slow, or Optuna's median, successive-halving, hyperband.",
+            help="default (bstune's for the mode: divergence, slow or target-time, gain-bound), none, "
+            "divergence, gain-bound, time-aligned, target-time, slow, or Optuna's median, successive-halving, "
+            "hyperband.",
         ),
     ] = "default",
     task_option: Annotated[

@@ -20,7 +20,7 @@ import optuna
 from bstune._version import __version__
 from bstune.errors import BstuneError, StorageError, invalid
 from bstune.memory import free_memory, is_oom
-from bstune.objectives import Mode, mode_from_attrs
+from bstune.objectives import Mode, Target, mode_from_attrs
 from bstune.pruners import known_out_of_memory
 from bstune.run import CurvePoint, Run
 from bstune.space import SearchSpace
@@ -31,6 +31,7 @@ __all__ = [
     "create_study",
     "BatchSweep",
     "batch_sweep",
+    "spread_quantiles",
     "default_sampler",
     "make_objective",
     "mask_url",
@@ -142,24 +143,43 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def default_sampler(
-    seed: int | None = None, n_startup_trials: int = 8, space: SearchSpace | None = None
+    seed: int | None = None,
+    n_startup_trials: int | None = None,
+    space: SearchSpace | None = None,
+    mode: Mode | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """Multivariate TPE; with a ``space``, the first trials sweep the batch sizes (:class:`BatchSweep`).
+    """Multivariate TPE; in a time-budget study with a ``space``, after a spread start.
+
+    * Time budget: the first trials follow :class:`BatchSweep` (batch sizes from the centre of the
+      range outwards, learning rates spread over theirs) and TPE takes over as soon as the sweep is
+      done (``n_startup_trials`` defaults to the sweep's length, 7 for batch sizes 16 to 1024).
+    * Target (or no space): TPE after ``n_startup_trials`` (default 8) random trials. Until a trial
+      reaches the target every trial trains to its end, so a fixed start that misses costs whole
+      trials; on recorded curves the random start found the target sooner
+      (``benchmarks/RESULTS_search.md``).
 
     TPE ranks infeasible trials (constraints set by each run) below all others, so missed targets
     and out-of-memory batch sizes repel it.
     """
+    sweep = space is not None and not isinstance(mode, Target)
+    if n_startup_trials is None:
+        n_startup_trials = len(batch_sweep(space)) if sweep else 8  # type: ignore[arg-type]
     tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True)
-    return BatchSweep(tpe, space) if space is not None else tpe
+    return BatchSweep(tpe, space) if sweep else tpe  # type: ignore[arg-type]
 
 
 def batch_sweep(space: SearchSpace, n: int = 8) -> list[int]:
-    """Up to ``n`` batch sizes spread evenly (in log scale) over the space, small and large interleaved.
+    """Up to ``n`` batch sizes spread evenly (in log scale) over the space, the middle one first,
+    then outwards, the smaller neighbour before the larger.
+
+    The middle of the range first: the extremes (the slowest small batch, the largest batch with
+    the fewest steps) are the likeliest to lose, and a study stopped early (by ``--timeout``, say)
+    should have trained something sensible. The sweep still reaches both ends.
 
     Example:
         >>> from bstune.space import load_space
         >>> batch_sweep(load_space("lstm"))
-        [16, 1024, 32, 512, 64, 256, 128]
+        [128, 64, 256, 32, 512, 16, 1024]
     """
     if space.powers_of_two:
         sizes = space.batch_sizes()
@@ -169,41 +189,78 @@ def batch_sweep(space: SearchSpace, n: int = 8) -> list[int]:
     else:
         lo, hi = math.log2(space.batch_low), math.log2(space.batch_high)
         picks = sorted({round(2 ** (lo + (hi - lo) * i / max(n - 1, 1))) for i in range(n)})
-    # Interleaved, so a study stopped early (by --timeout, say) has seen both ends.
-    return [picks[i // 2] if i % 2 == 0 else picks[-1 - i // 2] for i in range(len(picks))]
+    mid = (len(picks) - 1) / 2
+    order = sorted(range(len(picks)), key=lambda i: (abs(i - mid), i))
+    return [picks[i] for i in order]
+
+
+def spread_quantiles(n: int) -> list[float]:
+    """The first ``n`` points of the base-2 van der Corput sequence: 1/2, 1/4, 3/4, 1/8, 5/8, ...
+
+    Each prefix is spread evenly over (0, 1), so however many sweep trials run, their learning
+    rates cover the range; paired with :func:`batch_sweep`'s order, the smaller batches of the
+    sweep get the smaller rates and the larger the larger, as the rate that works grows with the
+    batch (Goyal et al. 2017; Hoffer et al. 2017).
+
+    Example:
+        >>> spread_quantiles(5)
+        [0.5, 0.25, 0.75, 0.125, 0.625]
+    """
+    out = []
+    for i in range(1, n + 1):
+        q, denom = 0.0, 1.0
+        while i:
+            denom *= 2
+            i, bit = divmod(i, 2)
+            q += bit / denom
+        out.append(q)
+    return out
 
 
 class BatchSweep(optuna.samplers.BaseSampler):
-    """Wrap a sampler so that trials number 0, 1, ... take the batch sizes of :func:`batch_sweep`.
+    """Wrap a sampler so that trials number 0, 1, ... follow a spread start-up design.
 
-    Random start-up trials can land on the same batch size several times; a spread first look at
-    the batch axis is what a batch-size study needs most. Every other parameter, and every later
-    trial, comes from the wrapped sampler. Keyed on the trial number, so parallel workers share
-    one sweep and a resumed study does not start it again.
+    Trial i takes the i-th batch size of :func:`batch_sweep` and a learning rate at the i-th
+    quantile of :func:`spread_quantiles` in log scale over the space's range (the base rate, with
+    a scaling rule). Random start-up trials can land on the same batch size several times and on
+    rates far from each other's; a spread first look is what a batch-size study needs most. Every
+    other parameter, and every later trial, comes from the wrapped sampler. Keyed on the trial
+    number, so parallel workers share one sweep and a resumed study does not start it again; a
+    trial whose parameters were fixed beforehand (``enqueue_trial``) keeps them.
     """
 
-    def __init__(self, base: optuna.samplers.BaseSampler, space: SearchSpace) -> None:
+    def __init__(self, base: optuna.samplers.BaseSampler, space: SearchSpace, n: int = 8) -> None:
         self.base = base
         self.param = "log2_batch_size" if space.powers_of_two else "batch_size"
-        sweep = batch_sweep(space)
+        sweep = batch_sweep(space, n)
         self.values = [int(math.log2(b)) for b in sweep] if space.powers_of_two else sweep
+        self.lr_param = "learning_rate" if space.scaling == "none" else "base_learning_rate"
+        lo, hi = math.log(space.lr_low), math.log(space.lr_high)
+        self.lr_values = [math.exp(lo + q * (hi - lo)) for q in spread_quantiles(len(self.values))]
 
-    def _fixed(self, trial: optuna.trial.FrozenTrial) -> int | None:
-        return self.values[trial.number] if trial.number < len(self.values) else None
+    def _fixed(self, trial: optuna.trial.FrozenTrial, param_name: str) -> float | None:
+        if trial.number >= len(self.values):
+            return None
+        if param_name == self.param:
+            return self.values[trial.number]
+        if param_name == self.lr_param and trial.number < len(self.lr_values):
+            return self.lr_values[trial.number]
+        return None
 
     def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
         return self.base.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
         params = self.base.sample_relative(study, trial, search_space)
-        fixed = self._fixed(trial)
-        if fixed is not None and self.param in params:
-            params = {**params, self.param: fixed}
+        for name in (self.param, self.lr_param):
+            fixed = self._fixed(trial, name)
+            if fixed is not None and name in params:
+                params = {**params, name: fixed}
         return params
 
     def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
-        fixed = self._fixed(trial)
-        if fixed is not None and param_name == self.param:
+        fixed = self._fixed(trial, param_name)
+        if fixed is not None:
             return fixed
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 
@@ -235,8 +292,9 @@ def create_study(
         space: The search space, recorded on the study.
         storage: A storage URL or object; ``None`` keeps the study in memory.
         study_name: The study's name; resumed if it exists and ``load_if_exists``.
-        sampler: Defaults to :func:`default_sampler`: TPE, starting with a sweep of batch sizes.
-        pruner: Defaults to no pruning.
+        sampler: Defaults to :func:`default_sampler` for the mode: TPE, in budget mode after a
+            sweep of batch sizes and learning rates.
+        pruner: Defaults to no pruning (``bstune optimize`` uses :func:`bstune.default_pruner`).
         load_if_exists: Resume an existing study of that name instead of failing.
         seed: The default sampler's seed.
 
@@ -258,7 +316,7 @@ def create_study(
         study = optuna.create_study(
             storage=storage_obj,
             study_name=study_name,
-            sampler=sampler or default_sampler(seed, space=space),
+            sampler=sampler or default_sampler(seed, space=space, mode=mode),
             pruner=pruner or optuna.pruners.NopPruner(),
             direction=mode.study_direction,
             load_if_exists=load_if_exists,

@@ -13,18 +13,25 @@ milliseconds without torch:
 * large batches generalise slightly worse (Keskar et al. 2017);
 * the end of the learning-rate schedule brings a last gain (annealing), so curves of trials with
   different planned lengths cross.
+
+Synthetic curves are a unit test, not evidence. :class:`RecordedCurves` replays learning curves
+recorded from real training runs (``benchmarks/record_curves.py`` writes them) through the same
+``train(hp, run)`` interface, so a search strategy can be judged on real curves in seconds.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from bstune.run import Run
-from bstune.space import Hyperparams
+from bstune.space import Hyperparams, SearchSpace
 
-__all__ = ["FakeClock", "SyntheticTask"]
+__all__ = ["FakeClock", "RecordedCurve", "RecordedCurves", "RecordedTask", "SyntheticTask"]
 
 
 class FakeClock:
@@ -123,3 +130,137 @@ class SyntheticTask:
             acc = self.accuracy(hp, run.samples_seen, progress) + rng.gauss(0.0, self.noise)
             loss = -math.log(max(acc, 1e-6))
             run.report(acc, loss=loss, epoch=run.samples_seen / self.n_train)
+
+
+Config = tuple[int, float, int]  # (batch size, learning rate, planned epochs)
+
+
+@dataclass(frozen=True)
+class RecordedCurve:
+    """One configuration's learning curve as it was recorded: one entry per evaluation."""
+
+    train_s: tuple[float, ...]
+    epoch: tuple[float, ...]
+    metric: tuple[float, ...]
+    loss: tuple[float, ...]
+
+    def best(self) -> float:
+        """The best (highest) finite metric, NaN if none."""
+        vals = [m for m in self.metric if math.isfinite(m)]
+        return max(vals) if vals else math.nan
+
+    def time_to(self, target: float) -> float | None:
+        """Training seconds until the metric first reached ``target`` (``None``: never)."""
+        for t, m in zip(self.train_s, self.metric, strict=True):
+            if math.isfinite(m) and m >= target:
+                return t
+        return None
+
+
+class RecordedCurves:
+    """A grid of learning curves recorded from real training, read from a JSON-lines file.
+
+    The first line is ``{"meta": {...}}`` with at least ``budget`` (the per-trial time budget it
+    was recorded under); every other line is one configuration: ``batch_size``, ``learning_rate``,
+    ``epochs`` and the lists ``train_s``, ``epoch``, ``metric``, ``loss`` (``null`` for NaN).
+
+    Example:
+        >>> import json, tempfile
+        >>> lines = [{"meta": {"budget": 2.0}},
+        ...          {"batch_size": 32, "learning_rate": 0.01, "epochs": 2, "train_s": [1.0, 2.0],
+        ...           "epoch": [0.5, 1.0], "metric": [0.6, 0.7], "loss": [0.9, 0.8]}]
+        >>> path = tempfile.mktemp(suffix=".jsonl")
+        >>> _ = open(path, "w").write("\\n".join(json.dumps(x) for x in lines))
+        >>> curves = RecordedCurves(path)
+        >>> curves.nearest(40, 0.02, 3), curves.best
+        ((32, 0.01, 2), 0.7)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        if not rows or "meta" not in rows[0]:
+            raise ValueError(f"{path}: the first line must be {{\"meta\": {{...}}}}")
+        self.name = path.stem
+        self.meta: dict[str, Any] = rows[0]["meta"]
+        self.budget = float(self.meta["budget"])
+        self.n_train = int(self.meta.get("n_train", 0))
+
+        def floats(xs: list[float | None]) -> tuple[float, ...]:
+            return tuple(math.nan if v is None else float(v) for v in xs)
+
+        self.curves: dict[Config, RecordedCurve] = {
+            (int(r["batch_size"]), float(r["learning_rate"]), int(r["epochs"])): RecordedCurve(
+                floats(r["train_s"]), floats(r["epoch"]), floats(r["metric"]), floats(r["loss"])
+            )
+            for r in rows[1:]
+        }
+        if not self.curves:
+            raise ValueError(f"{path}: no curves recorded")
+        self.batch_sizes = sorted({k[0] for k in self.curves})
+        self.learning_rates = sorted({k[1] for k in self.curves})
+        self.epochs = sorted({k[2] for k in self.curves})
+        self.best = max((c.best() for c in self.curves.values() if math.isfinite(c.best())), default=math.nan)
+
+    def nearest(self, batch_size: int, learning_rate: float, epochs: int) -> Config:
+        """The recorded configuration nearest in log space on each axis; where that one was not
+        recorded, the nearest recorded one overall."""
+        want = (batch_size, learning_rate, epochs)
+
+        def near(values: list[Any], x: float) -> Any:
+            return min(values, key=lambda v: abs(math.log(v) - math.log(x)))
+
+        key = (near(self.batch_sizes, batch_size), near(self.learning_rates, learning_rate), near(self.epochs, epochs))
+        if key in self.curves:
+            return key
+        return min(self.curves, key=lambda k: sum((math.log(a) - math.log(b)) ** 2 for a, b in zip(k, want, strict=True)))
+
+    def best_time_to(self, target: float) -> float | None:
+        """The fastest recorded time to reach ``target``."""
+        times = [t for c in self.curves.values() if (t := c.time_to(target)) is not None]
+        return min(times) if times else None
+
+    def space(self, name: str | None = None) -> SearchSpace:
+        """The search space the grid spans: powers of two, a log-uniform rate, the epochs range."""
+        return SearchSpace.from_dict(
+            {
+                "name": name or f"recorded-{self.name}",
+                "batch_size": {"low": self.batch_sizes[0], "high": self.batch_sizes[-1], "powers_of_two": True},
+                "learning_rate": {"low": self.learning_rates[0], "high": self.learning_rates[-1]},
+                "epochs": {"low": self.epochs[0], "high": self.epochs[-1]},
+            }
+        )
+
+    def task(self, clock: FakeClock) -> RecordedTask:
+        """A ``train(hp, run)`` that replays these curves on ``clock``."""
+        return RecordedTask(self, clock)
+
+
+class RecordedTask:
+    """Replays, for each trial, the recorded curve nearest to its configuration.
+
+    Training advances ``clock`` by the recorded training seconds between evaluations, and each
+    evaluation is reported as recorded (metric, loss, epoch), so budgets, targets, pruners and stop
+    reasons are bstune's own; only the training is looked up instead of run. The configuration
+    replayed is recorded on the trial (user attribute ``replayed``).
+    """
+
+    def __init__(self, curves: RecordedCurves, clock: FakeClock) -> None:
+        self.curves = curves
+        self.clock = clock
+        self.epoch = 0.0  # of the evaluation being reported
+
+    def __call__(self, hp: Hyperparams, run: Run) -> None:
+        key = self.curves.nearest(hp.batch_size, hp.learning_rate, hp.epochs)
+        run.extra_attrs["replayed"] = list(key)
+        c = self.curves.curves[key]
+        before = 0.0
+        for t, e, m, loss in zip(c.train_s, c.epoch, c.metric, c.loss, strict=True):
+            with run.training():
+                self.clock.advance(max(t - before, 0.0))
+            before = t
+            self.epoch = e
+            samples = round(e * self.curves.n_train) if self.curves.n_train else None
+            run.report(m, loss=loss, epoch=e, samples=samples)
+            if run.should_stop:
+                return

@@ -21,6 +21,7 @@ from bstune.pruners import (
     PRUNER_NAMES,
     AnyPruner,
     DivergencePruner,
+    GainBoundPruner,
     PruneReason,
     SlowTrialPruner,
     TargetTimePruner,
@@ -316,6 +317,10 @@ def test_composes_with_optuna_pruners_and_names_them() -> None:
         ),
         (lambda: TargetTimePruner(optimism=0.5), r"'optimism' parameter .* Got 0.5"),
         (lambda: SlowTrialPruner(budget=0), r"'budget' parameter of SlowTrialPruner .* Got 0"),
+        (lambda: GainBoundPruner(0.5), r"'optimism' parameter of GainBoundPruner .* Got 0.5"),
+        (lambda: GainBoundPruner(min_delta=-1), r"'min_delta' parameter of GainBoundPruner .* Got -1"),
+        (lambda: GainBoundPruner(n_min_trials=0), r"'n_min_trials' parameter of GainBoundPruner .* Got 0"),
+        (lambda: GainBoundPruner(min_progress=1), r"'min_progress' parameter of GainBoundPruner .* Got 1"),
         (lambda: SlowTrialPruner(min_evaluations=0), r"'min_evaluations' parameter .* Got 0"),
         (lambda: AnyPruner(), r"'pruners' parameter of AnyPruner must be at least one"),
         (lambda: AnyPruner("median"), r"'pruners' parameter of AnyPruner .* Got 'median'"),  # type: ignore[arg-type]
@@ -333,12 +338,25 @@ def test_bad_parameters_are_refused_with_one_message_template(
 
 
 def test_make_pruner_knows_every_name_and_picks_a_default_per_mode() -> None:
-    for name in PRUNER_NAMES:
-        assert isinstance(make_pruner(name, bstune.Target(0.9)), optuna.pruners.BasePruner)
+    expected = {
+        "default": "AnyPruner",
+        "none": "NopPruner",
+        "divergence": "DivergencePruner",
+        "gain-bound": "GainBoundPruner",
+        "time-aligned": "TimeAlignedPruner",
+        "target-time": "TargetTimePruner",
+        "slow": "SlowTrialPruner",
+        "median": "MedianPruner",
+        "successive-halving": "SuccessiveHalvingPruner",
+        "hyperband": "HyperbandPruner",
+    }
+    assert set(expected) == set(PRUNER_NAMES)
+    for name, cls in expected.items():
+        assert type(make_pruner(name, bstune.Target(0.9))).__name__ == cls
     budget = [type(p).__name__ for p in default_pruner(bstune.TimeBudget(5)).pruners]
     target = [type(p).__name__ for p in default_pruner(bstune.Target(0.9)).pruners]
-    assert budget == ["DivergencePruner", "SlowTrialPruner", "TimeAlignedPruner"]
-    assert target == ["DivergencePruner", "TargetTimePruner", "TimeAlignedPruner"]
+    assert budget == ["DivergencePruner", "SlowTrialPruner", "GainBoundPruner"]
+    assert target == ["DivergencePruner", "TargetTimePruner", "GainBoundPruner"]
 
 
 def test_importing_the_pruners_does_not_import_torch() -> None:
@@ -735,3 +753,142 @@ def test_the_sampler_moves_away_from_batches_that_run_out_of_memory() -> None:
     assert sum(big[8:]) / 22 < sum(big[:8]) / 8
     skipped = [t for t in study.trials if t.user_attrs.get("stop_detail", "").startswith("not trained")]
     assert skipped and all(t.constraints["out_of_memory"] == 1.0 and t.user_attrs["train_s"] == 0 for t in skipped)
+
+
+# ------------------------------------------------------------------ the gain bound
+
+
+def _planned(trial: optuna.Trial, epochs: list[float], planned: int = 1) -> None:
+    trial.set_user_attr("planned_epochs", planned)
+    trial.set_user_attr("curve", {"epoch": epochs})
+
+
+def test_gain_bound_prunes_only_what_the_largest_finished_gain_cannot_lift() -> None:
+    study = _study(GainBoundPruner(optimism=1.0, n_min_trials=2))
+    _finished(study, [(1000, 0.50), (5000, 0.70), (10000, 0.80)])  # gains 0.10 from its halfway point
+    _finished(study, [(1000, 0.60), (5000, 0.82), (10000, 0.85)])  # gains 0.03 from there; the best
+    close = study.ask()
+    _planned(close, [0.5])
+    close.report(0.76, 5000)  # 0.76 + 0.10 > 0.85: might still win
+    assert not close.should_prune()
+    far = study.ask()
+    _planned(far, [0.5])
+    far.report(0.74, 5000)  # 0.74 + 0.10 < 0.85: cannot win
+    assert far.should_prune()
+    why = study.pruner.explain(study, far.number).why
+    assert "50% of its schedule" in why and "short of the best 0.85" in why and "trial 0" in why
+    # More optimism credits more: 1.5 x 0.10 lifts it past 0.85.
+    lenient = _study(GainBoundPruner(optimism=1.5, n_min_trials=2))
+    for t in study.trials[:2]:
+        lenient.add_trial(t)
+    again = lenient.ask()
+    _planned(again, [0.5])
+    again.report(0.74, 5000)
+    assert not again.should_prune()
+
+
+def test_gain_bound_reads_each_finished_trial_at_the_same_fraction_of_its_own_schedule() -> None:
+    """A short finished trial (its schedule ended at 4 s) is read at half of 4 s, not at the judged
+    trial's 5 s, so its late annealing gain counts for the judged trial too."""
+    study = _study(GainBoundPruner(optimism=1.0, n_min_trials=1))
+    _finished(study, [(1000, 0.5), (2000, 0.6), (4000, 0.9)])  # +0.3 from its halfway point
+    trial = study.ask()
+    _planned(trial, [0.5])
+    trial.report(0.65, 5000)  # halfway through 10 s: 0.65 + 0.3 > 0.9
+    assert not trial.should_prune()
+    late = study.ask()
+    _planned(late, [0.5])
+    late.report(0.55, 5000)  # 0.55 + 0.3 < 0.9
+    assert late.should_prune()
+
+
+def test_gain_bound_waits_for_finished_trials_and_for_a_known_schedule() -> None:
+    study = _study(GainBoundPruner(optimism=1.0, n_min_trials=2))
+    _finished(study, [(1000, 0.8), (2000, 0.9)])
+    hopeless = study.ask()
+    _planned(hopeless, [0.5])
+    hopeless.report(0.1, 1000)
+    assert not hopeless.should_prune()  # one finished trial of the two it needs
+    _finished(study, [(1000, 0.8), (2000, 0.9)])
+    assert hopeless.should_prune()
+    unknown = study.ask()  # no planned_epochs, no budget: where it is in its schedule is unknown
+    unknown.report(0.1, 1000)
+    assert not unknown.should_prune()
+    early = study.ask()  # 10% into its schedule: too early to judge
+    _planned(early, [0.1])
+    early.report(0.1, 100)
+    assert not early.should_prune()
+    # Judged that early anyway, the finished trials count with their gain from their first report.
+    eager = _study(GainBoundPruner(optimism=1.0, n_min_trials=1, min_progress=0.0))
+    eager.add_trial(study.trials[0])
+    t = eager.ask()
+    _planned(t, [0.1])
+    t.report(0.1, 100)  # 0.1 + (0.9 - 0.8) < 0.9
+    assert t.should_prune()
+    assert "trial 0" in eager.pruner.explain(eager, t.number).why
+
+
+def test_gain_bound_in_target_mode_stops_what_cannot_reach_the_target() -> None:
+    mode = bstune.Target(0.9)
+    study = bstune.create_study(mode, pruner=GainBoundPruner(optimism=1.0, n_min_trials=1))
+    _finished(study, [(1000, 0.3), (2000, 0.1), (4000, 0.0)])  # shortfall 0.1 closed from halfway
+    near = study.ask()
+    _planned(near, [0.5])
+    near.report(0.08, 2000)
+    assert not near.should_prune()
+    far = study.ask()
+    _planned(far, [0.5])
+    far.report(0.2, 2000)
+    assert far.should_prune()
+    assert "would not reach the target" in study.pruner.explain(study, far.number).why
+
+
+def test_gain_bound_minimises_too() -> None:
+    study = _study(GainBoundPruner(optimism=1.0, n_min_trials=1), "minimize")
+    _finished(study, [(1000, 0.5), (2000, 0.3), (4000, 0.2)])  # loss falls 0.1 from halfway
+    ok = study.ask()
+    _planned(ok, [0.5])
+    ok.report(0.28, 2000)
+    assert not ok.should_prune()
+    bad = study.ask()
+    _planned(bad, [0.5])
+    bad.report(0.35, 2000)
+    assert bad.should_prune()
+
+
+# ------------------------------------------------------------------ recorded real curves
+
+_CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "curves"
+
+
+@pytest.mark.parametrize("task", ["names", "polarity", "digits"])
+def test_default_pruner_keeps_the_winners_of_recorded_real_curves(task: str) -> None:
+    """Replayed real learning curves: after a random start, the five best recorded configurations
+    all train to their end under the default pruner, and the five worst that do not diverge are
+    stopped early, with a reason."""
+    from bstune.testing import RecordedCurves
+
+    curves = RecordedCurves(_CURVES / f"{task}.jsonl")
+    space = curves.space()
+    mode = bstune.TimeBudget(curves.budget)
+    ranked = sorted(
+        (c.best(), k) for k, c in curves.curves.items() if math.isfinite(c.best()) and k[0] & (k[0] - 1) == 0
+    )
+    healthy = [k for _, k in ranked if all(math.isfinite(x) for x in curves.curves[k].loss)]
+    best, worst = [k for _, k in ranked[-5:]], healthy[:5]
+    rng = __import__("random").Random(0)
+    start = rng.sample(sorted(curves.curves), 6)
+    clock = FakeClock()
+    study = create_study(mode, space=space, pruner=default_pruner(mode), seed=0)
+    order = start + [k for pair in zip(worst, best, strict=True) for k in pair]
+    for b, lr, e in order:
+        study.enqueue_trial({"log2_batch_size": int(math.log2(b)), "learning_rate": lr, "epochs": e})
+    study.optimize(make_objective(curves.task(clock), space, mode, clock=clock), n_trials=len(order))
+    by_config = {tuple(t.user_attrs["replayed"]): t for t in study.trials[len(start) :]}
+    for k in best:
+        assert by_config[k].state == TrialState.COMPLETE, (k, by_config[k].user_attrs.get("stop_detail"))
+    stopped = [by_config[k] for k in worst if by_config[k].state == TrialState.PRUNED]
+    assert len(stopped) >= 3
+    for t in stopped:
+        assert t.user_attrs["stop_detail"].startswith("pruned by ")
+        assert t.user_attrs["train_s"] < 0.75 * curves.budget

@@ -192,9 +192,9 @@ def test_optimize_validates(n_trials, timeout, message):
 
 
 @pytest.mark.parametrize(("space", "expected"), [
-    ("lstm", [16, 1024, 32, 512, 64, 256, 128]),
-    ("default", [16, 512, 32, 256, 64, 128]),
-    ("linear_scaling", [8, 2048, 18, 927, 39, 420, 86, 190]),
+    ("lstm", [128, 64, 256, 32, 512, 16, 1024]),
+    ("default", [64, 128, 32, 256, 16, 512]),
+    ("linear_scaling", [86, 190, 39, 420, 18, 927, 8, 2048]),
 ])
 def test_fresh_studies_start_with_batch_sizes_spread(space, expected):
     mode = bstune.TimeBudget(1)
@@ -203,8 +203,15 @@ def test_fresh_studies_start_with_batch_sizes_spread(space, expected):
     sizes = [t.user_attrs["batch_size"] for t in study.trials]
     assert sizes[: len(expected)] == expected
     assert len(study.trials) == len(expected) + 4  # nothing left waiting
-    # The other parameters still vary during the sweep.
+    # Learning rates spread over the range (log scale): the middle first, then the quarters, ...
+    the_space = load_space(space)
+    lo, hi = math.log(the_space.lr_low), math.log(the_space.lr_high)
+    lr_name = "learning_rate" if the_space.scaling == "none" else "base_learning_rate"
+    quantiles = [(math.log(t.params[lr_name]) - lo) / (hi - lo) for t in study.trials[: len(expected)]]
+    assert quantiles == pytest.approx([0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875, 0.0625][: len(expected)])
+    # The other parameters still vary during the sweep, and TPE takes over after it.
     assert len({t.params["epochs"] for t in study.trials[: len(expected)]}) > 1
+    assert study.sampler.base._n_startup_trials == len(expected)
 
 
 def test_a_sweep_is_shared_by_workers_and_not_restarted(tmp_path):
@@ -214,4 +221,4 @@ def test_a_sweep_is_shared_by_workers_and_not_restarted(tmp_path):
     for seed in (1, 2):  # two "workers" with their own samplers, one after the other
         study = create_study(mode, space=space, storage=url, study_name="w", seed=seed)
         optimize(study, _synthetic_objective(mode, "lstm"), n_trials=4)
-    assert [t.user_attrs["batch_size"] for t in study.trials][:7] == [16, 1024, 32, 512, 64, 256, 128]
+    assert [t.user_attrs["batch_size"] for t in study.trials][:7] == [128, 64, 256, 32, 512, 16, 1024]

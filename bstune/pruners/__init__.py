@@ -16,6 +16,7 @@ from bstune.pruners._any import AnyPruner
 from bstune.pruners._base import ExplainingPruner, PruneReason
 from bstune.pruners._divergence import DivergencePruner
 from bstune.pruners._factory import PRUNER_NAMES, default_pruner, make_pruner
+from bstune.pruners._gain_bound import GainBoundPruner
 from bstune.pruners._oom import known_out_of_memory
 from bstune.pruners._slow import SlowTrialPruner
 from bstune.pruners._target import TargetTimePruner
@@ -26,6 +27,7 @@ __all__ = [
     "AnyPruner",
     "DivergencePruner",
     "ExplainingPruner",
+    "GainBoundPruner",
     "PruneReason",
     "SlowTrialPruner",
     "TargetTimePruner",

@@ -8,6 +8,7 @@ from bstune.errors import invalid
 from bstune.objectives import Mode, Target
 from bstune.pruners._any import AnyPruner
 from bstune.pruners._divergence import DivergencePruner
+from bstune.pruners._gain_bound import GainBoundPruner
 from bstune.pruners._slow import SlowTrialPruner
 from bstune.pruners._target import TargetTimePruner
 from bstune.pruners._time_aligned import TimeAlignedPruner
@@ -19,6 +20,7 @@ PRUNER_NAMES = (
     "default",
     "none",
     "divergence",
+    "gain-bound",
     "time-aligned",
     "target-time",
     "slow",
@@ -29,19 +31,25 @@ PRUNER_NAMES = (
 
 
 def default_pruner(mode: Mode) -> AnyPruner:
-    """bstune's pruning for ``mode``: divergence first, then the mode's own rules, then time-aligned.
+    """bstune's pruning for ``mode``: stop what cannot win, never what merely ranks low early.
 
-    * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`TimeAlignedPruner`.
-    * Target: :class:`DivergencePruner`, :class:`TargetTimePruner`, :class:`TimeAlignedPruner`.
+    * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`GainBoundPruner`.
+    * Target: :class:`DivergencePruner`, :class:`TargetTimePruner`, :class:`GainBoundPruner`.
+
+    Each rule states its bound: a diverged trial, a pace that fits too few evaluations into the
+    budget, a trial that has trained longer than the best time-to-target, a trial that even the
+    largest gain a finished trial made from the same point of its schedule would leave behind.
+    :class:`TimeAlignedPruner` (ranking at rungs) is not in the default: measured on recorded
+    learning curves (``benchmarks/RESULTS_search.md``) it stopped eventual winners.
 
     Example:
         >>> from bstune import TimeBudget
         >>> [type(p).__name__ for p in default_pruner(TimeBudget(30)).pruners]
-        ['DivergencePruner', 'SlowTrialPruner', 'TimeAlignedPruner']
+        ['DivergencePruner', 'SlowTrialPruner', 'GainBoundPruner']
     """
     if isinstance(mode, Target):
-        return AnyPruner(DivergencePruner(), TargetTimePruner(), TimeAlignedPruner())
-    return AnyPruner(DivergencePruner(), SlowTrialPruner(), TimeAlignedPruner())
+        return AnyPruner(DivergencePruner(), TargetTimePruner(), GainBoundPruner())
+    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner())
 
 
 def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:
@@ -66,6 +74,8 @@ def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if name == "divergence":
         return DivergencePruner()
+    if name == "gain-bound":
+        return GainBoundPruner()
     if name == "time-aligned":
         return TimeAlignedPruner()
     if name == "target-time":

@@ -13,21 +13,24 @@ from bstune.pruners._base import ExplainingPruner, PruneReason, best_so_far, pla
 __all__ = ["TargetTimePruner"]
 
 
-def _best_time_to_target(study: optuna.Study) -> tuple[float, int] | None:
-    """The fastest time-to-target among completed trials that reached it, and that trial's number."""
-    best: tuple[float, int] | None = None
+def _best_time_to_target(study: optuna.Study, seen: dict[int, float | None] | None = None) -> tuple[float, int] | None:
+    """The fastest time-to-target among completed trials that reached it, and that trial's number.
+
+    ``seen`` caches each completed trial's time-to-target (``None``: it missed) by number: a
+    finished trial does not change, and a study with a fast target has thousands of them.
+    """
+    if seen is None:
+        seen = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number in seen:
+            continue
         reached = t.user_attrs.get("reached_target")
         if reached is None:  # not written by bstune's run: feasibility says whether it reached it
             reached = t.constraints.get("target_shortfall", math.inf) <= 0.0
-        if (
-            reached
-            and t.value is not None
-            and math.isfinite(t.value)
-            and (best is None or t.value < best[0])
-        ):
-            best = (t.value, t.number)
-    return best
+        ok = reached and t.value is not None and math.isfinite(t.value)
+        seen[t.number] = float(t.value) if ok else None  # type: ignore[arg-type]
+    hits = [(v, n) for n, v in seen.items() if v is not None]
+    return min(hits) if hits else None
 
 
 class TargetTimePruner(ExplainingPruner):
@@ -101,6 +104,7 @@ class TargetTimePruner(ExplainingPruner):
             or not 0 <= min_progress <= 1
         ):
             raise invalid("min_progress", owner, "a number in the range [0, 1]", min_progress)
+        self._seen: dict[str, dict[int, float | None]] = {}
         self.margin = float(margin)
         self.optimism = float(optimism)
         self.n_warmup_reports = n_warmup_reports
@@ -117,7 +121,7 @@ class TargetTimePruner(ExplainingPruner):
         gap = curve[-1][1]
         if gap <= 0.0:
             return None  # reached: the run stops it with the reason "target"
-        best = _best_time_to_target(study)
+        best = _best_time_to_target(study, self._seen.setdefault(study.study_name, {}))
         if best is not None and t > (1.0 + self.margin) * best[0]:
             return self._reason(
                 f"{t:.2f} s of training without reaching the target, more than {1 + self.margin:g} x "

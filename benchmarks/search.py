@@ -1,0 +1,462 @@
+"""Benchmark: search strategies replayed on real learning curves, in both modes.
+
+Not a test: it prints Markdown tables (committed with the command in ``RESULTS_search.md``).
+
+    python benchmarks/search.py                          # every task, strategy and mode, 10 seeds
+    python benchmarks/search.py --tasks names --seeds 3 --strategies "bstune default" tpe
+
+The curves are real: ``benchmarks/record_curves.py`` trained every configuration of a grid (batch
+size x learning rate x planned epochs) with bstune's own Trainer under one per-trial time budget and
+stored each learning curve. Here a strategy proposes configurations through bstune's real path
+(:func:`bstune.create_study`, :func:`bstune.make_objective`, :class:`bstune.Run`) and each trial
+replays the recorded curve of the nearest recorded configuration (nearest in log space on each axis)
+on a :class:`bstune.testing.FakeClock`: the trial's reports, budget, target, pruning and stop reasons
+are bstune's own, and only the training is looked up instead of run.
+
+Tuning budget: 40 per-trial budgets of training time (the seconds of every trial, pruned ones
+included). Regret is measured at 10, 25, 50 and 100% of it, for the best finished trial so far (the
+configuration a user would pick):
+
+* time budget: accuracy points below the best value any recorded configuration reaches;
+* target (97% of the best accuracy any recorded curve reaches): the best time-to-target found over
+  the best recorded one, minus 1; "not yet" while the median run has found no configuration that
+  reaches the target. The share of runs that found one by the end is in column ``reached``.
+
+In target mode a replayed trial follows the recorded curve, made under the time budget (its
+learning-rate schedule ends at the budget), and cannot train past it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import random
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bstune  # noqa: E402
+from bstune.space import SearchSpace  # noqa: E402
+from bstune.study import make_objective  # noqa: E402
+from bstune.testing import FakeClock, RecordedCurves, RecordedTask  # noqa: E402
+
+CURVES = Path(__file__).resolve().parent / "curves"
+TASKS = ("names", "polarity", "digits")
+MODES = ("budget", "target")
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+N_BUDGETS = 40  # the tuning budget, in per-trial budgets
+TARGET_SHARE = 0.97
+GRID_LRS = (1e-3, 3e-3, 1e-2, 3e-2)  # what people try by hand, snapped to the recorded rates
+# Optuna's GPSampler refits its model on every trial, in time that grows with the cube of their
+# number; its runs stop here (only the target runs of the fastest task, digits, get that far: theirs are cut short).
+GP_MAX_TRIALS = 80
+
+STRATEGIES = (
+    "random",
+    "grid",
+    "tpe",
+    "tpe + median",
+    "tpe + hyperband",
+    "asha",
+    "gp",
+    "bstune default",
+    "bstune default, no pruning",
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
+
+
+# ---------------------------------------------------------------------- the recorded curves
+
+
+class Curves(RecordedCurves):
+    """One task's recorded grid, with the best outcomes regret is measured against."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(CURVES / f"{name}.jsonl")
+        self.target = TARGET_SHARE * self.best
+        best_time = self.best_time_to(self.target)
+        assert best_time is not None  # the best curve reaches 97% of its own best
+        self.best_time = best_time
+
+    def snap(self, batch_size: int, lr: float, epochs: int) -> tuple[int, float, int]:
+        return self.nearest(batch_size, lr, epochs)
+
+    @property
+    def lrs(self) -> list[float]:
+        return self.learning_rates
+
+    def mode(self, kind: str) -> bstune.TimeBudget | bstune.Target:
+        return bstune.TimeBudget(self.budget) if kind == "budget" else bstune.Target(self.target)
+
+    def outcome(self, key: tuple[int, float, int], kind: str) -> float | None:
+        """What the configuration truly gives: its best metric, or its time-to-target (None: never)."""
+        c = self.curves[key]
+        return c.best() if kind == "budget" else c.time_to(self.target)
+
+
+class _EpochSteps:
+    """A trial seen as Optuna users report: at quarter-epoch steps (the trainer evaluates four
+    times an epoch), one report per step, so trials meet at identical steps."""
+
+    def __init__(self, trial: optuna.Trial, replay: RecordedTask) -> None:
+        self._trial = trial
+        self._replay = replay
+        self._last = -1
+
+    def report(self, value: float, step: int) -> None:
+        s = int(self._replay.epoch * 4 + 1e-9)
+        if s > self._last:
+            self._last = s
+            self._trial.report(value, s)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
+class ASHA(optuna.pruners.BasePruner):
+    """Ray Tune's asynchronous successive halving (``ASHAScheduler``) on elapsed training time.
+
+    ``time_attr="time_total_s"``, ``max_t`` the per-trial budget, ``grace_period`` max_t / 16,
+    ``reduction_factor`` 4: rungs at max_t / 16 and max_t / 4. A trial reaching a rung is stopped
+    when its current value is worse than the (1 - 1/4) quantile of the values recorded at that rung
+    before it (``_Bracket.on_result``); its value is then recorded there.
+    """
+
+    def __init__(self, max_t: float, reduction_factor: float = 4.0) -> None:
+        self.rf = reduction_factor
+        grace = max_t / reduction_factor**2
+        self.rungs = [grace * reduction_factor**k for k in range(2)][::-1]  # below max_t, largest first
+        self.recorded: dict[float, dict[int, float]] = {r: {} for r in self.rungs}
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        t = step / 1000.0
+        value = trial.intermediate_values[step]
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        cur = value if maximize else -value
+        if not math.isfinite(cur):
+            return False
+        for rung in self.rungs:
+            rec = self.recorded[rung]
+            if t < rung or trial.number in rec:
+                continue
+            prune = False
+            if rec:
+                cutoff = float(sorted(rec.values())[0]) if len(rec) == 1 else _percentile(list(rec.values()), (1 - 1 / self.rf) * 100)
+                prune = cur < cutoff
+            rec[trial.number] = cur
+            return prune
+        return False
+
+
+def _percentile(values: list[float], q: float) -> float:
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+# ---------------------------------------------------------------------- one strategy, one seed
+
+
+def _grid_configs(curves: Curves, seed: int) -> list[dict[str, Any]]:
+    powers = [b for b in curves.batch_sizes if b & (b - 1) == 0]
+    lrs = sorted({curves.snap(powers[0], lr, curves.epochs[-1])[1] for lr in GRID_LRS})
+    configs = [
+        {"log2_batch_size": int(math.log2(b)), "learning_rate": lr, "epochs": curves.epochs[-1]} for b in powers for lr in lrs
+    ]
+    random.Random(seed).shuffle(configs)
+    return configs
+
+
+def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int) -> optuna.Study:
+    """Settings of bstune tried on the way to its default, as ``"v: KEY=VALUE ..."``.
+
+    Keys: ``gain`` (1/0, the gain-bound pruner), ``optimism``, ``min`` (its n_min_trials), ``ta``
+    (1/0, the time-aligned pruner), ``slow`` (1/0), ``tt`` (1/0, the target-time pruner in target
+    mode), ``sampler`` (tpe, tpe-uni, gp), ``startup`` (random start-up trials after the sweep),
+    ``sweep`` (1/0, bstune's start-up sweep).
+    """
+    from bstune.pruners import (
+        AnyPruner,
+        DivergencePruner,
+        GainBoundPruner,
+        SlowTrialPruner,
+        TargetTimePruner,
+        TimeAlignedPruner,
+    )
+    from bstune.study import BatchSweep, batch_sweep
+
+    opts = dict(o.split("=") for o in strategy.removeprefix("v:").split() if "=" in o)
+    pruners: list[Any] = [DivergencePruner()]
+    if opts.get("slow", "1") == "1" and isinstance(mode, bstune.TimeBudget):
+        pruners.append(SlowTrialPruner())
+    if opts.get("tt", "1") == "1" and isinstance(mode, bstune.Target):
+        pruners.append(TargetTimePruner())
+    if opts.get("gain", "1") == "1":
+        pruners.append(GainBoundPruner(float(opts.get("optimism", 1.5)), n_min_trials=int(opts.get("min", 3))))
+    if opts.get("ta", "0") == "1":
+        pruners.append(TimeAlignedPruner())
+    sweep = opts.get("sweep", "1") == "1"
+    startup = int(opts.get("startup", len(batch_sweep(space, int(opts.get("sweepn", 8)))) if sweep else 8))
+    kind = opts.get("sampler", "tpe")
+    if kind == "gp":
+        base: optuna.samplers.BaseSampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    else:
+        base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=kind == "tpe")
+    sampler = BatchSweep(base, space, int(opts.get("sweepn", 8))) if sweep else base
+    if sweep and opts.get("lr", "1") == "0":
+        sampler.lr_values = []  # type: ignore[union-attr]
+    return bstune.create_study(mode, space=space, sampler=sampler, pruner=AnyPruner(*pruners))
+
+
+def build_study(strategy: str, curves: Curves, kind: str, seed: int) -> tuple[optuna.Study, bool]:
+    """The study a strategy runs, and whether its trials report at epoch steps."""
+    mode, space = curves.mode(kind), curves.space()
+    nop = optuna.pruners.NopPruner()
+    if strategy.startswith("v:"):
+        return _variant(strategy, mode, space, seed), False
+    tpe = optuna.samplers.TPESampler(seed=seed)
+    if strategy == "bstune default":
+        return bstune.create_study(mode, space=space, seed=seed, pruner=bstune.default_pruner(mode)), False
+    if strategy == "bstune default, no pruning":
+        return bstune.create_study(mode, space=space, seed=seed, pruner=nop), False
+    if strategy == "random":
+        return bstune.create_study(mode, space=space, sampler=optuna.samplers.RandomSampler(seed=seed), pruner=nop), False
+    if strategy == "grid":
+        study = bstune.create_study(mode, space=space, sampler=optuna.samplers.RandomSampler(seed=seed), pruner=nop)
+        for params in _grid_configs(curves, seed):
+            study.enqueue_trial(params)
+        return study, False
+    if strategy == "tpe":
+        return bstune.create_study(mode, space=space, sampler=tpe, pruner=nop), False
+    if strategy == "tpe + median":
+        return bstune.create_study(mode, space=space, sampler=tpe, pruner=optuna.pruners.MedianPruner()), True
+    if strategy == "tpe + hyperband":
+        return bstune.create_study(mode, space=space, sampler=tpe, pruner=optuna.pruners.HyperbandPruner()), True
+    if strategy == "asha":
+        return bstune.create_study(mode, space=space, sampler=tpe, pruner=ASHA(curves.budget)), False
+    if strategy == "gp":
+        gp = optuna.samplers.GPSampler(seed=seed)
+        return bstune.create_study(mode, space=space, sampler=gp, pruner=nop), False
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+@dataclass
+class Event:
+    spent: float  # tuning seconds when the trial ended
+    key: tuple[int, float, int] | None  # the configuration, if it finished and may be picked
+    value: float | None  # its study value
+
+
+def run_strategy(curves: Curves, strategy: str, kind: str, seed: int) -> list[Event]:
+    """Run one strategy until the tuning budget is spent; one event per trial."""
+    study, epoch_steps = build_study(strategy, curves, kind, seed)
+    clock = FakeClock()
+    replay = curves.task(clock)
+    objective = make_objective(replay, curves.space(), curves.mode(kind), clock=clock)
+    if epoch_steps:
+        inner = objective
+        objective = lambda trial: inner(_EpochSteps(trial, replay))  # noqa: E731
+    limit = N_BUDGETS * curves.budget
+    spent, events = 0.0, []
+    n_grid = len(_grid_configs(curves, seed)) if strategy == "grid" else None
+    ended: list[optuna.trial.FrozenTrial] = []
+    cap = GP_MAX_TRIALS if strategy == "gp" else 5000
+    while spent < limit and len(events) < cap:
+        if n_grid is not None and len(events) >= n_grid:
+            break  # the hand-made grid is done
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _s, t: ended.append(t)])
+        t = ended[-1]
+        spent += float(t.user_attrs.get("train_s", 0.0))
+        feasible = all(v <= 0 for v in t.constraints.values())
+        done = t.state == optuna.trial.TrialState.COMPLETE and feasible and t.value is not None
+        key = tuple(t.user_attrs["replayed"]) if done else None
+        events.append(Event(spent, key, t.value if done else None))  # type: ignore[arg-type]
+    return events
+
+
+def regrets(curves: Curves, kind: str, events: list[Event]) -> list[float]:
+    """Regret of the best finished trial at each fraction of the tuning budget (inf: none yet)."""
+    limit = N_BUDGETS * curves.budget
+    out = []
+    for f in FRACTIONS:
+        done = [e for e in events if e.key is not None and e.spent <= f * limit + 1e-9]
+        if not done:
+            out.append(math.inf)
+            continue
+        if kind == "budget":
+            pick = max(done, key=lambda e: e.value)  # type: ignore[arg-type, return-value]
+            out.append(100.0 * (curves.best - curves.outcome(pick.key, kind)))  # type: ignore[arg-type, operator]
+        else:
+            pick = min(done, key=lambda e: e.value)  # type: ignore[arg-type, return-value]
+            t = curves.outcome(pick.key, kind)  # type: ignore[arg-type]
+            out.append(math.inf if t is None else t / curves.best_time - 1.0)
+    return out
+
+
+def _job(args: tuple[str, str, str, int]) -> tuple[str, str, str, int, list[float], int, float]:
+    task, kind, strategy, seed = args
+    curves = _load(task)
+    t0 = time.perf_counter()
+    events = run_strategy(curves, strategy, kind, seed)
+    return task, kind, strategy, seed, regrets(curves, kind, events), len(events), time.perf_counter() - t0
+
+
+_CACHE: dict[str, Curves] = {}
+
+
+def _load(task: str) -> Curves:
+    if task not in _CACHE:
+        _CACHE[task] = Curves(task)
+    return _CACHE[task]
+
+
+# ---------------------------------------------------------------------- how optimistic the gain bound must be
+
+
+def gain_quantiles(task: str, fractions: tuple[float, ...] = (0.25, 0.5, 0.75), n_peers: int = 5) -> list[str]:
+    """For the top tenth of a task's configurations: their own gain from fraction p of their schedule
+    to its end, over the largest such gain among ``n_peers`` random other configurations (50 draws
+    each). The quantiles say how large ``GainBoundPruner``'s ``optimism`` must be so that it would
+    not have stopped a top configuration with that many finished trials to compare with."""
+    from optuna.study import StudyDirection
+
+    from bstune.pruners._base import best_so_far, value_at
+
+    c = _load(task)
+    curves = {}
+    for k, v in c.curves.items():
+        pts = [(t, m) for t, m in zip(v.train_s, v.metric, strict=True) if math.isfinite(m)]
+        bsf = best_so_far(pts, StudyDirection.MAXIMIZE)
+        if len(bsf) >= 2:
+            curves[k] = bsf
+
+    def gain(k: tuple[int, float, int], p: float) -> float:
+        cv = curves[k]
+        at = value_at(cv, p * cv[-1][0])
+        return cv[-1][1] - (cv[0][1] if at is None else at)
+
+    keys = sorted(curves)
+    top = sorted(keys, key=lambda k: -curves[k][-1][1])[: max(5, len(keys) // 10)]
+    rng = random.Random(0)
+    lines = []
+    for p in fractions:
+        ratios = []
+        for k in top:
+            for _ in range(50):
+                peers = rng.sample([x for x in keys if x != k], n_peers)
+                g = max(gain(x, p) for x in peers)
+                ratios.append(gain(k, p) / g if g > 0 else math.inf)
+        ratios.sort()
+
+        def q(f: float, r: list[float] = ratios) -> float:
+            return r[min(int(f * len(r)), len(r) - 1)]
+
+        lines.append(f"| {task} | {p:g} | {q(0.5):.2f} | {q(0.9):.2f} | {q(0.95):.2f} | {q(0.99):.2f} |")
+    return lines
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else math.nan
+
+
+def _cell(x: float, kind: str) -> str:
+    if math.isinf(x):
+        return "not yet"
+    return f"{x:.2f}"
+
+
+def table(results: list[tuple[str, str, str, int, list[float], int, float]], kind: str, tasks: list[str], strategies: list[str]) -> str:
+    head = "| strategy | " + " | ".join(f"{int(f * 100)}%" for f in FRACTIONS)
+    head += " | reached | trials |" if kind == "target" else " | trials |"
+    sep = "|---" * (len(FRACTIONS) + (3 if kind == "target" else 2)) + "|"
+    lines = [head, sep]
+    for s in strategies:
+        rows = [r for r in results if r[1] == kind and r[2] == s and r[0] in tasks]
+        if not rows:
+            continue
+        cells = [_cell(_median([r[4][i] for r in rows]), kind) for i in range(len(FRACTIONS))]
+        line = f"| {s} | " + " | ".join(cells)
+        if kind == "target":
+            reached = sum(1 for r in rows if math.isfinite(r[4][-1])) / len(rows)
+            line += f" | {100 * reached:.0f}%"
+        line += f" | {statistics.median(r[5] for r in rows):.0f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=[t for t in TASKS if (CURVES / f"{t}.jsonl").exists()])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2, help="processes (default 2)")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="a JSON-lines file of finished runs: reused, and new runs appended"
+    )
+    args = parser.parse_args(argv)
+    jobs = [(t, k, s, seed) for t in args.tasks for k in args.modes for s in args.strategies for seed in range(args.seeds)]
+    results = []
+    if args.cache is not None and args.cache.exists():
+        cached = {}
+        for line in args.cache.read_text().splitlines():
+            r = json.loads(line)
+            cached[tuple(r[:4])] = (*r[:4], [math.inf if x is None else x for x in r[4]], *r[5:])
+        results = [cached[j] for j in jobs if j in cached]
+        jobs = [j for j in jobs if j not in cached]
+    # The target runs of the fastest task have the most (shortest) trials: start the slow ones first.
+    jobs.sort(key=lambda j: (j[1] != "target", j[0] != "digits"))
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        for i, r in enumerate(pool.imap_unordered(_job, jobs), 1):
+            results.append(r)
+            if args.cache is not None:
+                with open(args.cache, "a") as f:
+                    f.write(json.dumps([*r[:4], [None if math.isinf(x) else x for x in r[4]], *r[5:]]) + "\n")
+            if i % 20 == 0 or i == len(jobs):
+                print(f"  {i}/{len(jobs)} runs, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    for task in args.tasks:
+        c = _load(task)
+        print(
+            f"\n### {task}: {len(c.curves)} curves, budget {c.budget:g} s per trial, best accuracy {c.best:.4f}, "
+            f"target {c.target:.4f} reached first at {c.best_time:.2f} s\n"
+        )
+        for kind in args.modes:
+            print(f"{'Time budget: accuracy points below the best' if kind == 'budget' else 'Target: time-to-target / best - 1'}\n")
+            print(table(results, kind, [task], args.strategies) + "\n")
+    if len(args.tasks) > 1:
+        print(f"\n### All tasks ({', '.join(args.tasks)}), median over tasks and seeds\n")
+        for kind in args.modes:
+            print(table(results, kind, args.tasks, args.strategies) + "\n")
+    print("\n### How optimistic the gain bound must be\n")
+    print("A top-tenth configuration's own gain from fraction p of its schedule to its end, over the largest")
+    print("gain of 5 random other configurations from the same fraction (50 draws each): quantiles.\n")
+    print("| task | p | median | 90% | 95% | 99% |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for task in args.tasks:
+        print("\n".join(gain_quantiles(task)))
+    print(f"{len(jobs)} new runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
