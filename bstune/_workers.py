@@ -652,6 +652,7 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
             device=plan["device"],
             seed=int(spec["seed"]),
             micro_batch_size=spec.get("micro_batch_size"),
+            compile=bool(spec.get("compile", False)),
         )
         trainer.data()
     if "torch" in sys.modules:

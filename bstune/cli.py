@@ -117,6 +117,13 @@ def optimize(
         typer.Option("--micro-batch-size", help="Largest batch through the model at once; larger batches accumulate gradients."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of each trial's training.")] = 0,
+    compile_model: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the model through torch.compile (built-in trainer); compile time counts as overhead, not training.",
+        ),
+    ] = False,
     pruner: Annotated[
         str,
         typer.Option(
@@ -207,6 +214,10 @@ def optimize(
     storage = storage or ("journal:bstune.log" if plans else "sqlite:///bstune.db")
 
     task = load_task(script, _parse_options(task_option or []))
+    if compile_model and task.owns_loop:
+        raise BstuneError(
+            f"--compile: {str(script)!r} defines train(hp, run) and owns its loop; compile the model there instead"
+        )
     defaults = task.defaults
     metric = {k: defaults[k] for k in ("metric_name", "metric_direction") if k in defaults}
     if target is not None:
@@ -250,7 +261,7 @@ def optimize(
     if not task.owns_loop and plans is None:
         from bstune.train import Trainer
 
-        trainer = Trainer(task, device=device, seed=seed, micro_batch_size=micro_batch_size)
+        trainer = Trainer(task, device=device, seed=seed, micro_batch_size=micro_batch_size, compile=compile_model)
         data = trainer.data()
         console.print(
             f"data: {data.n_train:,} training and {data.x_valid.shape[0]:,} validation samples "
@@ -276,7 +287,7 @@ def optimize(
                     "script": str(script.resolve()), "task_options": task.options, "space": the_space.to_dict(),
                     "mode": mode.to_attrs(), "storage": storage, "study_name": study_name, "seed": seed,
                     "micro_batch_size": micro_batch_size, "heartbeat_interval": heartbeat_interval, "debug": debug,
-                    "pruner": pruner,
+                    "pruner": pruner, "compile": compile_model,
                 },
             )
     except KeyboardInterrupt as e:

@@ -45,7 +45,7 @@ from bstune.run import Run
 from bstune.space import Hyperparams
 from bstune.task import Task
 
-__all__ = ["TaskData", "Trainer", "as_task_data", "pick_device"]
+__all__ = ["TaskData", "Trainer", "as_task_data", "default_optimizer_options", "pick_device"]
 
 WARMUP_FRACTION = 0.05
 
@@ -132,8 +132,12 @@ class Trainer:
         seed: Base seed; trial ``n`` trains with ``seed + n``.
         micro_batch_size: The largest batch to put through the model at once; larger effective
             batches accumulate gradients. ``None`` means no limit.
-        evals_per_epoch: Evaluations per epoch.
+        evals_per_epoch: The most evaluations per epoch.
         amp: bf16 autocast; ``None`` means on for CUDA, off for the CPU.
+        eval_share: The most evaluation may cost, as a share of training time: after each
+            evaluation the next waits until training has run ``cost / eval_share`` seconds.
+        compile: Run the model through ``torch.compile``; the compilation (a warm-up on one
+            batch) is counted as overhead, not training.
     """
 
     def __init__(
@@ -145,17 +149,23 @@ class Trainer:
         micro_batch_size: int | None = None,
         evals_per_epoch: int = 4,
         amp: bool | None = None,
+        eval_share: float = 0.1,
+        compile: bool = False,
     ) -> None:
         if micro_batch_size is not None and micro_batch_size < 1:
             raise invalid("micro_batch_size", "Trainer", "an int in the range [1, inf)", micro_batch_size)
         if evals_per_epoch < 1:
             raise invalid("evals_per_epoch", "Trainer", "an int in the range [1, inf)", evals_per_epoch)
+        if isinstance(eval_share, bool) or not isinstance(eval_share, (int, float)) or not 0 < eval_share <= 1:
+            raise invalid("eval_share", "Trainer", "a number in the range (0, 1]", eval_share)
         self.task = task
         self.device = pick_device(device)
         self.seed = seed
         self.micro_batch_size = micro_batch_size
         self.evals_per_epoch = evals_per_epoch
         self.amp = self.device.type == "cuda" if amp is None else amp
+        self.eval_share = float(eval_share)
+        self.compile = bool(compile)
         self._data: TaskData | None = None
         self.data_on_device = False
 
@@ -210,73 +220,138 @@ class Trainer:
         with run.overhead():
             data = self.data()
             model, opt, loss_fn = self.parts(hp)
-        metric_fn = self.task.get("metric") or _accuracy
-        autocast = self.autocast()
-        base_lrs = [g["lr"] for g in opt.param_groups]
-
         n = data.n_train
         batch = min(hp.batch_size, n)
         micro = self.micro_batch_for(batch)
         run.micro_batch_size = micro
+        metric_fn = self.task.get("metric") or _accuracy
+        autocast = self.autocast()
+        if self.compile:
+            with run.overhead():  # compiling is a one-off cost, not training
+                model = self._compiled(model, data, loss_fn, micro, autocast)
+        base_lrs = [g["lr"] for g in opt.param_groups]
+        x_train, y_train = data.x_train, data.y_train
+        on_device = self.data_on_device
+
         planned = hp.epochs * n
-        eval_every = max(n // self.evals_per_epoch, batch)
         budget = getattr(run.mode, "budget", None)
         eval_every_s = budget / 10 if budget else math.inf
-        gen = torch.Generator(device=self.device if self.data_on_device else "cpu").manual_seed(self.seed + trial_number)
-        loss_sum = torch.zeros((), device=self.device)
+        gen = torch.Generator(device=self.device if on_device else "cpu").manual_seed(self.seed + trial_number)
+        losses: list[torch.Tensor] = []  # per-step losses, summed on the device at report points
         n_loss = 0
-        since_eval = 0
+        samples = 0  # counted here and handed to the run at check points
         last_eval_t = 0.0
-        step_s = 0.0
-
-        while not run.should_stop and run.samples_seen < planned:
-            perm = torch.randperm(n, device=gen.device, generator=gen)
-            pos = 0
-            while pos + batch <= n and not run.should_stop and run.samples_seen < planned:
-                model.train()
-                with run.training():
-                    while pos + batch <= n:
+        eval_gap_s = 0.0  # the least training time between evaluations: their measured cost / eval_share
+        step_s = 0.0  # mean seconds per step, measured between checks
+        mult_set = -1.0
+        done = False
+        perm = torch.randperm(n, device=gen.device, generator=gen)
+        pos = 0
+        while not done:
+            model.train()
+            eval_at = samples + max(n // self.evals_per_epoch, batch)
+            with run.training():
+                unchecked = 0  # steps to run before the clock, budget and schedule are read again
+                t_check, steps_since = run.train_seconds, 0
+                while True:
+                    if unchecked <= 0 or samples >= eval_at:
+                        run.count(samples - run.samples_seen)
+                        now = run.train_seconds
+                        if steps_since:
+                            step_s = (now - t_check) / steps_since
+                            t_check, steps_since = now, 0
+                        since = now - last_eval_t
+                        if samples >= eval_at and since < eval_gap_s:
+                            # Due by samples, but evaluating now would cost more than its share.
+                            eval_at = samples + batch * max(1, int((eval_gap_s - since) / max(step_s, 1e-9)))
+                        elif samples >= eval_at or (since >= eval_every_s and since >= eval_gap_s):
+                            break
+                        if run.should_stop:
+                            done = True
+                            break
                         # Stop rather than start a step that would end mostly past the budget:
                         # on average the budget is then met, for large and small batches alike.
-                        if run.time_left() < 0.5 * step_s:
+                        left = run.time_left()
+                        if left < 0.5 * step_s:
                             run.stop("budget")
+                            done = True
                             break
-                        t_step = run.train_seconds
                         mult = _lr_multiplier(run.progress(planned))
-                        for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                            g["lr"] = lr * mult
-                        idx = perm[pos : pos + batch]
-                        pos += batch
-                        opt.zero_grad(set_to_none=True)
+                        if abs(mult - mult_set) > 1e-3:  # finer changes are rounding
+                            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+                                g["lr"] = lr * mult
+                            mult_set = mult
+                        unchecked = _steps_to_next_check(left, step_s, budget, planned - samples, batch)
+                    if pos + batch > n:  # a new epoch: a new order
+                        perm = torch.randperm(n, device=gen.device, generator=gen)
+                        pos = 0
+                    idx = perm[pos : pos + batch]
+                    pos += batch
+                    opt.zero_grad(set_to_none=True)
+                    if micro == batch:
+                        if on_device:
+                            xb, yb = x_train[idx], y_train[idx]
+                        else:
+                            xb, yb = self._batch(data, idx)
+                        with autocast:
+                            loss = loss_fn(model(xb), yb)
+                        loss.backward()
+                        losses.append(loss.detach())
+                    else:
                         for start in range(0, batch, micro):
                             xb, yb = self._batch(data, idx[start : start + micro])
                             with autocast:
                                 loss = loss_fn(model(xb), yb) * (xb.shape[0] / batch)
                             loss.backward()
-                            loss_sum += loss.detach().float()
-                        opt.step()
-                        step_s = run.train_seconds - t_step  # host-side; the GPU may lag a little
-                        n_loss += 1
-                        run.count(batch)
-                        since_eval += batch
-                        if (
-                            run.should_stop
-                            or run.samples_seen >= planned
-                            or since_eval >= eval_every
-                            or run.train_seconds - last_eval_t >= eval_every_s
-                        ):
-                            break
-                with run.evaluating():
-                    metric = self._evaluate(model, data, metric_fn, autocast)
-                    train_loss = (loss_sum / max(n_loss, 1)).item()  # sync point
-                loss_sum.zero_()
-                n_loss = 0
-                since_eval = 0
-                last_eval_t = run.train_seconds
-                self._record_memory(run)
-                run.report(metric, loss=train_loss, epoch=run.samples_seen / n)
+                            losses.append(loss.detach())
+                    opt.step()
+                    n_loss += 1
+                    samples += batch
+                    steps_since += 1
+                    unchecked -= 1
+                    if len(losses) >= 1024:  # fold, so that a long interval holds few tensors
+                        losses = [torch.stack(losses).sum()]
+                    if samples >= planned:
+                        done = True
+                        break
+                run.count(samples - run.samples_seen)
+            eval_before = run.eval_seconds
+            with run.evaluating():
+                metric = self._evaluate(model, data, metric_fn, autocast)
+                total = torch.stack(losses).sum().float() if losses else torch.zeros(())
+                train_loss = (total / max(n_loss, 1)).item()  # sync point
+            eval_gap_s = (run.eval_seconds - eval_before) / self.eval_share
+            losses = []
+            n_loss = 0
+            last_eval_t = run.train_seconds
+            self._record_memory(run)
+            run.report(metric, loss=train_loss, epoch=run.samples_seen / n)
+            done = done or run.should_stop
         run.extra_attrs["data_on_device"] = self.data_on_device
         run.extra_attrs["amp"] = "bf16" if self.amp and cuda else "off"
+        run.extra_attrs["compiled"] = self.compile
+        run.extra_attrs["fused_optimizer"] = bool(getattr(opt, "defaults", {}).get("fused"))
+
+    def _compiled(
+        self, model: nn.Module, data: TaskData, loss_fn: Callable[..., torch.Tensor], micro: int, autocast: Any
+    ) -> nn.Module:
+        """``torch.compile(model)``, warmed up on one training and one evaluation batch so that the
+        compilation happens here (counted as overhead) and not in the first timed step. The warm-up
+        gradients are thrown away; no weight changes."""
+        compiled = torch.compile(model)
+        idx = torch.arange(min(micro, data.n_train), device=data.x_train.device)
+        xb, yb = self._batch(data, idx)
+        compiled.train()
+        with autocast:
+            loss_fn(compiled(xb), yb).backward()
+        model.zero_grad(set_to_none=True)
+        compiled.eval()
+        with torch.no_grad(), autocast:
+            n_valid = int(data.x_valid.shape[0])
+            compiled(self._batch(data, torch.arange(min(self._eval_chunk(), n_valid), device=data.x_valid.device), train=False)[0])
+        if self.sync is not None:
+            self.sync()
+        return compiled  # type: ignore[return-value]
 
     def parts(self, hp: Hyperparams) -> tuple[nn.Module, torch.optim.Optimizer, Callable[..., torch.Tensor]]:
         """The model, optimizer and loss a trial with ``hp`` trains with, built as the loop builds
@@ -306,17 +381,20 @@ class Trainer:
     def _optimizer(self, model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
         hook = self.task.get("optimizer")
         if hook is None:
-            return torch.optim.AdamW(model.parameters(), lr=hp.learning_rate)
+            return torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, **default_optimizer_options(self.device))
         opt = hook(model.parameters(), hp)
         if not isinstance(opt, torch.optim.Optimizer):
             raise TaskError(f"optimizer(parameters, hp) must return a torch.optim.Optimizer; got {type(opt).__name__}")
         return opt
 
+    def _eval_chunk(self) -> int:
+        return min(2048, self.micro_batch_size or 2048)  # evaluation must fit where training does
+
     @torch.no_grad()
     def _evaluate(self, model: nn.Module, data: TaskData, metric_fn: Callable[..., Any], autocast: Any) -> float:
         model.eval()
         n = int(data.x_valid.shape[0])
-        chunk = min(2048, self.micro_batch_size or 2048)  # evaluation must fit where training does
+        chunk = self._eval_chunk()
         total = torch.zeros((), device=self.device)
         for start in range(0, n, chunk):
             idx = torch.arange(start, min(start + chunk, n), device=data.x_valid.device)
@@ -333,6 +411,33 @@ class Trainer:
             # The process's peak resident memory: an upper bound for this trial on the CPU.
             scale = 1 if sys.platform == "darwin" else 1024
             run.extra_attrs["peak_rss_bytes"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def default_optimizer_options(device: torch.device) -> dict[str, Any]:
+    """Options of the default AdamW: the fused kernel on CUDA (one launch for all parameters
+    instead of several per tensor), the default elsewhere.
+
+    Example:
+        >>> default_optimizer_options(torch.device("cuda")), default_optimizer_options(torch.device("cpu"))
+        ({'fused': True}, {})
+    """
+    return {"fused": True} if device.type == "cuda" else {}
+
+
+def _steps_to_next_check(left: float, step_s: float, budget: float | None, samples_left: int, batch: int) -> int:
+    """How many steps may run before the clock and the schedule are read again.
+
+    Half of the steps that fit into the time left (so a check comes before the budget's last
+    step), at most a 200th of the schedule in steps (of the budget, or of the samples left, so the
+    learning rate follows the schedule closely), at least one. Reading the clock, the stop
+    conditions and the schedule costs tens of microseconds: more than a small step on the CPU.
+    """
+    if step_s <= 0:
+        return 1
+    by_time = (left / step_s - 1.0) / 2.0 if math.isfinite(left) else math.inf
+    by_budget = budget / step_s / 200.0 if budget else math.inf
+    by_samples = samples_left / batch / 200.0
+    return max(1, int(min(by_time, by_budget, by_samples, 1e6)))
 
 
 def _lr_multiplier(progress: float) -> float:

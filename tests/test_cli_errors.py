@@ -46,6 +46,8 @@ ROWS = [
     ("option: unknown clock", "task.py --clock cpu", 1, E + "--clock must be 'train' or 'wall'; got 'cpu'"),
     ("option: zero micro-batch", "task.py --micro-batch-size 0", 1,
      E + "--micro-batch-size must be an integer of at least 1; got 0"),
+    ("option: --compile with the script's own loop", "task.py --compile", 1,
+     E + "--compile: 'task.py' defines train(hp, run) and owns its loop; compile the model there instead"),
     ("option: zero workers", "task.py --workers 0", 1, E + "--workers must be an integer of at least 1; got 0"),
     ("option: one GPU for two workers", "task.py --workers 2 --device cuda:0", 1,
      E + "--device cuda:0 names one GPU, and two trials never share one; "

@@ -176,3 +176,95 @@ def test_device_must_exist(task):
         ValueError, match=r"'device' parameter of Trainer must be 'auto', 'cpu' or an available CUDA device"
     ):
         Trainer(task, device="cuda")
+
+
+def test_evaluation_costs_at_most_its_share_of_training(task, monkeypatch):
+    """Each evaluation costs 0.1 s and each step 0.01 s (fake clock): evaluations are spaced so that
+    they cost at most a tenth of training, plus the last one, which the value needs."""
+    clock = FakeClock()
+    real_step = torch.optim.AdamW.step
+    real_eval = Trainer._evaluate
+
+    def step(self, *a, **k):
+        clock.advance(0.01)
+        return real_step(self, *a, **k)
+
+    def evaluate(self, *a, **k):
+        clock.advance(0.1)
+        return real_eval(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    with Run(trial, TimeBudget(12.0), hp(batch=16, epochs=1000), clock=clock) as run:
+        Trainer(task, device="cpu")(hp(batch=16, epochs=1000), run)
+    assert run.stop_reason == "budget"
+    assert run.eval_seconds <= 0.1 * run.train_seconds + 0.1 + 1e-9
+    gaps = [b.train_s - a.train_s for a, b in zip(run.curve, run.curve[1:], strict=False)]
+    assert min(gaps[:-1]) >= 1.0 - 0.011  # 0.1 s / 0.1, to within a step
+    assert len(run.curve) >= 8  # still enough reports for the pruners
+    # With evaluation free, it follows evals_per_epoch as before: 512 samples / 4 = 8 steps apart.
+    cheap = Trainer(task, device="cpu", eval_share=1.0)
+    monkeypatch.setattr(Trainer, "_evaluate", real_eval)
+    clock2 = FakeClock()
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: (clock2.advance(0.01), real_step(self, *a, **k))[1])
+    with Run(study.ask(), TimeBudget(1.0), hp(batch=16, epochs=1000), clock=clock2) as run2:
+        cheap(hp(batch=16, epochs=1000), run2)
+    assert [round(p.samples_seen) for p in run2.curve][:3] == [128, 256, 384]
+
+
+def test_learning_rates_are_written_only_when_they_change(task, monkeypatch):
+    """The schedule is read every few steps and the rates written when they move by more than a
+    rounding, yet the rate still follows the schedule down to (nearly) zero at the budget."""
+    clock = FakeClock()
+    writes = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        clock.advance(0.001)
+        writes.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    study = optuna.create_study(direction="maximize")
+    with Run(study.ask(), TimeBudget(2.0), hp(batch=16, epochs=1000, lr=0.1), clock=clock) as run:
+        Trainer(task, device="cpu")(hp(batch=16, epochs=1000, lr=0.1), run)
+    assert len(writes) == pytest.approx(2000, abs=2)
+    changes = sum(1 for a, b in zip(writes, writes[1:], strict=False) if a != b)
+    assert 100 <= changes <= 1100  # hundreds of distinct rates, not one per step
+    assert max(writes) == pytest.approx(0.095, rel=0.02)  # the peak, after the 5% warm-up
+    assert writes[-1] < 0.002
+    for i in range(0, 2000, 200):  # within a rounding of the schedule everywhere
+        assert writes[i] == pytest.approx(0.1 * _lr_multiplier(i * 0.001 / 2.0), abs=0.1 * 6e-3)
+
+
+def test_default_optimizer_is_fused_on_cuda_only(task):
+    from bstune.train import default_optimizer_options
+
+    assert default_optimizer_options(torch.device("cuda", 0)) == {"fused": True}
+    assert default_optimizer_options(torch.device("cpu")) == {}
+    run, frozen = _train(task, hp(epochs=1))
+    assert frozen.user_attrs["fused_optimizer"] is False and frozen.user_attrs["compiled"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
+def test_default_optimizer_is_fused_on_a_gpu(task):
+    _run, frozen = _train(task, hp(epochs=1))
+    assert frozen.user_attrs["fused_optimizer"] is True
+
+
+@pytest.mark.slow
+def test_compile_on_the_cpu_counts_compilation_as_overhead(task):
+    plain, _ = _train(task, hp(epochs=1), seed=1)
+    compiled, frozen = _train(task, hp(epochs=1), seed=1, compile=True)
+    assert frozen.user_attrs["compiled"] is True
+    assert frozen.user_attrs["stop_reason"] == "epochs" and len(compiled.curve) == len(plain.curve)
+    # The same model and data: it learns as the plain one does.
+    assert compiled.curve[-1].metric == pytest.approx(plain.curve[-1].metric, abs=0.05)
+
+
+def test_compile_and_eval_share_are_checked(task):
+    with pytest.raises(ValueError, match=r"'eval_share' parameter of Trainer must be a number in the range \(0, 1\]. Got 0"):
+        Trainer(task, device="cpu", eval_share=0)
