@@ -400,6 +400,8 @@ def table(results: list[tuple[str, str, str, int, list[float], int, float]], kin
             reached = sum(1 for r in rows if math.isfinite(r[4][-1])) / len(rows)
             line += f" | {100 * reached:.0f}%"
         line += f" | {statistics.median(r[5] for r in rows):.0f} |"
+        if len(rows) < len(tasks) * len({r[3] for r in results}):
+            line += f" {len(rows)} of {len(tasks) * len({r[3] for r in results})} runs |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -414,6 +416,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cache", type=Path, default=None, help="a JSON-lines file of finished runs: reused, and new runs appended"
     )
+    parser.add_argument(
+        "--cached-only", action="store_true", help="print the tables from --cache without replaying missing runs"
+    )
     args = parser.parse_args(argv)
     jobs = [(t, k, s, seed) for t in args.tasks for k in args.modes for s in args.strategies for seed in range(args.seeds)]
     results = []
@@ -424,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
             cached[tuple(r[:4])] = (*r[:4], [math.inf if x is None else x for x in r[4]], *r[5:])
         results = [cached[j] for j in jobs if j in cached]
         jobs = [j for j in jobs if j not in cached]
+    if args.cached_only:
+        jobs = []
     # The target runs of the fastest task have the most (shortest) trials: start the slow ones first.
     jobs.sort(key=lambda j: (j[1] != "target", j[0] != "digits"))
     t0 = time.perf_counter()

@@ -244,6 +244,7 @@ class Trainer:
         eval_gap_s = 0.0  # the least training time between evaluations: their measured cost / eval_share
         step_s = 0.0  # mean seconds per step, measured between checks
         mult_set = -1.0
+        p_check = 0.0
         done = False
         perm = torch.randperm(n, device=gen.device, generator=gen)
         pos = 0
@@ -276,12 +277,16 @@ class Trainer:
                             run.stop("budget")
                             done = True
                             break
-                        mult = _lr_multiplier(run.progress(planned))
-                        if abs(mult - mult_set) > 1e-3:  # finer changes are rounding
-                            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                                g["lr"] = lr * mult
-                            mult_set = mult
-                        unchecked = _steps_to_next_check(left, step_s, budget, planned - samples, batch)
+                        p_check = run.progress(planned)
+                        unchecked = _steps_to_next_check(left, step_s, budget)
+                    # Between checks the schedule's position is extrapolated (plain arithmetic); the
+                    # rates are written only when they move by more than a rounding.
+                    p = max(p_check + steps_since * step_s / budget if budget else p_check, samples / planned)
+                    mult = _lr_multiplier(min(p, 1.0))
+                    if abs(mult - mult_set) > 1e-3:
+                        for g, lr in zip(opt.param_groups, base_lrs, strict=True):
+                            g["lr"] = lr * mult
+                        mult_set = mult
                     if pos + batch > n:  # a new epoch: a new order
                         perm = torch.randperm(n, device=gen.device, generator=gen)
                         pos = 0
@@ -338,7 +343,7 @@ class Trainer:
         """``torch.compile(model)``, warmed up on one training and one evaluation batch so that the
         compilation happens here (counted as overhead) and not in the first timed step. The warm-up
         gradients are thrown away; no weight changes."""
-        compiled = torch.compile(model)
+        compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]
         idx = torch.arange(min(micro, data.n_train), device=data.x_train.device)
         xb, yb = self._batch(data, idx)
         compiled.train()
@@ -351,7 +356,7 @@ class Trainer:
             compiled(self._batch(data, torch.arange(min(self._eval_chunk(), n_valid), device=data.x_valid.device), train=False)[0])
         if self.sync is not None:
             self.sync()
-        return compiled  # type: ignore[return-value]
+        return compiled
 
     def parts(self, hp: Hyperparams) -> tuple[nn.Module, torch.optim.Optimizer, Callable[..., torch.Tensor]]:
         """The model, optimizer and loss a trial with ``hp`` trains with, built as the loop builds
@@ -424,20 +429,19 @@ def default_optimizer_options(device: torch.device) -> dict[str, Any]:
     return {"fused": True} if device.type == "cuda" else {}
 
 
-def _steps_to_next_check(left: float, step_s: float, budget: float | None, samples_left: int, batch: int) -> int:
-    """How many steps may run before the clock and the schedule are read again.
+def _steps_to_next_check(left: float, step_s: float, budget: float | None) -> int:
+    """How many steps may run before the clock and the stop conditions are read again.
 
-    Half of the steps that fit into the time left (so a check comes before the budget's last
-    step), at most a 200th of the schedule in steps (of the budget, or of the samples left, so the
-    learning rate follows the schedule closely), at least one. Reading the clock, the stop
-    conditions and the schedule costs tens of microseconds: more than a small step on the CPU.
+    Half of the steps that still fit into the time left (so a check comes before the budget's last
+    step), at most a 50th of the budget (so time-based evaluations and the pace stay current), at
+    least one. Reading the clock and the stop conditions costs tens of microseconds: more than a
+    small step on the CPU.
     """
     if step_s <= 0:
         return 1
     by_time = (left / step_s - 1.0) / 2.0 if math.isfinite(left) else math.inf
-    by_budget = budget / step_s / 200.0 if budget else math.inf
-    by_samples = samples_left / batch / 200.0
-    return max(1, int(min(by_time, by_budget, by_samples, 1e6)))
+    by_budget = budget / step_s / 50.0 if budget else math.inf
+    return max(1, int(min(by_time, by_budget, 1e6)))
 
 
 def _lr_multiplier(progress: float) -> float:

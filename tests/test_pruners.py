@@ -828,32 +828,30 @@ def test_gain_bound_waits_for_finished_trials_and_for_a_known_schedule() -> None
     assert "trial 0" in eager.pruner.explain(eager, t.number).why
 
 
-def test_gain_bound_in_target_mode_stops_what_cannot_reach_the_target() -> None:
-    mode = bstune.Target(0.9)
-    study = bstune.create_study(mode, pruner=GainBoundPruner(optimism=1.0, n_min_trials=1))
-    _finished(study, [(1000, 0.3), (2000, 0.1), (4000, 0.0)])  # shortfall 0.1 closed from halfway
-    near = study.ask()
-    _planned(near, [0.5])
-    near.report(0.08, 2000)
-    assert not near.should_prune()
-    far = study.ask()
-    _planned(far, [0.5])
-    far.report(0.2, 2000)
-    assert far.should_prune()
-    assert "would not reach the target" in study.pruner.explain(study, far.number).why
-
-
-def test_gain_bound_minimises_too() -> None:
-    study = _study(GainBoundPruner(optimism=1.0, n_min_trials=1), "minimize")
-    _finished(study, [(1000, 0.5), (2000, 0.3), (4000, 0.2)])  # loss falls 0.1 from halfway
-    ok = study.ask()
-    _planned(ok, [0.5])
-    ok.report(0.28, 2000)
-    assert not ok.should_prune()
-    bad = study.ask()
-    _planned(bad, [0.5])
-    bad.report(0.35, 2000)
-    assert bad.should_prune()
+@pytest.mark.parametrize(
+    ("kind", "finished", "near", "far", "why"),
+    [
+        # Target mode: the shortfall (0 once reached) was closed by 0.1 from halfway.
+        ("target", [(1000, 0.3), (2000, 0.1), (4000, 0.0)], 0.08, 0.2, "would not reach the target"),
+        # A minimised metric: the loss fell by 0.1 from halfway.
+        ("minimize", [(1000, 0.5), (2000, 0.3), (4000, 0.2)], 0.28, 0.35, "short of the best 0.2"),
+    ],
+)
+def test_gain_bound_judges_lower_is_better_values(
+    kind: str, finished: list[tuple[int, float]], near: float, far: float, why: str
+) -> None:
+    pruner = GainBoundPruner(optimism=1.0, n_min_trials=1)
+    if kind == "target":
+        study = bstune.create_study(bstune.Target(0.9), pruner=pruner)
+    else:
+        study = _study(pruner, "minimize")
+    _finished(study, finished)
+    for value, expected in ((near, False), (far, True)):
+        t = study.ask()
+        _planned(t, [0.5])
+        t.report(value, 2000)
+        assert t.should_prune() is expected
+    assert why in study.pruner.explain(study, t.number).why
 
 
 # ------------------------------------------------------------------ recorded real curves

@@ -1,0 +1,245 @@
+"""Benchmark: what a study costs beyond its training time.
+
+Not a test: it prints Markdown tables (committed with the command in ``RESULTS_trainer.md``).
+
+    python benchmarks/trainer.py                  # both parts, about 8 minutes on two cores
+    python benchmarks/trainer.py --part step      # the training step only (about 2 minutes)
+    python benchmarks/trainer.py --part wall      # bstune optimize's wall time only
+
+Part 1, the step: the same MLP (64-128-128-10) on scikit-learn's digits, SGD with momentum 0.9,
+20 epochs, one torch thread, trained three ways: bstune's built-in ``Trainer`` (its training
+seconds, evaluation excluded as bstune excludes it), a hand-written loop that slices batches from a
+permutation (what fast training loops do), and a ``DataLoader`` loop (what most tutorials do).
+Interleaved, best of ``--repeats`` runs of each; the ratios are throughput against the hand loop.
+
+Part 2, the wall: ``bstune optimize`` with default settings on ``examples/lstm.py`` (its names)
+and on the sentence-polarity corpus (``../shared/data/sentence_polarity``), in a fresh folder. The
+wall time of the command against the sum of its trials' training seconds plus the one-off data load
+(timed here in-process, as ``data()`` runs in the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TASK = textwrap.dedent(
+    """
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+
+    def data():
+        x, y = load_digits(return_X_y=True)
+        x = (x / 16.0).astype(np.float32)
+        order = np.random.default_rng(0).permutation(len(x))
+        x, y = x[order], y[order]
+        return x[450:], y[450:], x[:450], y[:450]
+
+    def model(hp):
+        return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def optimizer(parameters, hp):
+        return torch.optim.SGD(parameters, lr=hp.learning_rate, momentum=0.9)
+    """
+)
+EPOCHS = 20
+LR = 0.05
+
+
+def _task_module(folder: Path):  # type: ignore[no-untyped-def]
+    from bstune.task import load_task
+
+    path = folder / "digits_sgd.py"
+    path.write_text(TASK)
+    return load_task(path)
+
+
+def run_trainer(task, batch: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """The built-in Trainer: training seconds for EPOCHS epochs (evaluation excluded)."""
+    import optuna
+
+    from bstune import Run, Target
+    from bstune.space import Hyperparams
+    from bstune.train import Trainer
+
+    hp = Hyperparams(batch_size=batch, learning_rate=LR, epochs=EPOCHS, base_learning_rate=LR)
+    trainer = Trainer(task, device="cpu", seed=0)
+    trainer.data()
+    trial = optuna.trial.FixedTrial({}, number=0)
+    with Run(trial, Target(2.0), hp) as run:  # a target no accuracy reaches: all epochs run
+        trainer(hp, run)
+    return run.train_seconds, run.samples_seen
+
+
+def _parts(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    return torch.from_numpy(x[order][450:]), torch.from_numpy(y[order][450:])
+
+
+def run_slicing(batch: int) -> tuple[float, int]:
+    """A hand-written loop: batches are slices of a permutation; no schedule, no checks."""
+    x, y = _digits()
+    model, opt = _parts(0)
+    loss_fn = nn.CrossEntropyLoss()
+    n, seen = x.shape[0], 0
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(EPOCHS):
+        perm = torch.randperm(n)
+        for i in range(0, n - batch + 1, batch):
+            idx = perm[i : i + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            seen += batch
+    return time.perf_counter() - t0, seen
+
+
+def run_dataloader(batch: int) -> tuple[float, int]:
+    """The tutorial loop: a DataLoader over a TensorDataset, shuffled, in the main process."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = _digits()
+    model, opt = _parts(0)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True)
+    seen = 0
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(EPOCHS):
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            seen += xb.shape[0]
+    return time.perf_counter() - t0, seen
+
+
+def part_step(repeats: int) -> None:
+    torch.set_num_threads(1)
+    batches = (16, 64, 256)
+    loops = {"bstune Trainer": None, "hand-written slicing loop": run_slicing, "DataLoader loop": run_dataloader}
+    best: dict[tuple[str, int], float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        task = _task_module(Path(d))
+        for rep in range(repeats):
+            for batch in batches:
+                for name, fn in loops.items():
+                    secs, seen = run_trainer(task, batch) if fn is None else fn(batch)
+                    rate = seen / secs
+                    best[(name, batch)] = max(best.get((name, batch), 0.0), rate)
+            print(f"  repeat {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
+    print(f"\n### The training step: samples per second, best of {repeats} (digits MLP, SGD, {EPOCHS} epochs, 1 thread)\n")
+    print("| loop | " + " | ".join(f"batch {b}" for b in batches) + " |")
+    print("|---" * (len(batches) + 1) + "|")
+    for name in loops:
+        cells = []
+        for b in batches:
+            rate, ref = best[(name, b)], best[("hand-written slicing loop", b)]
+            cells.append(f"{rate:,.0f} ({rate / ref:.2f}x)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nTrainer against the DataLoader loop: " + ", ".join(
+        f"batch {b} {best[('bstune Trainer', b)] / best[('DataLoader loop', b)]:.2f}x" for b in batches
+    ))
+
+
+def _polarity_tsv(folder: Path) -> Path | None:
+    src = ROOT.parent / "shared" / "data" / "sentence_polarity"
+    if not src.is_dir():
+        return None
+    out = folder / "sentence_polarity.tsv"
+    with open(out, "w", encoding="utf-8") as f:
+        for label in ("neg", "pos"):
+            for line in (src / f"rt-polarity.{label}").read_bytes().decode("latin-1").splitlines():
+                if line.strip():
+                    f.write(f"{label}\t{line.strip()}\n")
+    return out
+
+
+def _data_load_s(options: dict[str, str]) -> float:
+    from bstune.task import load_task
+    from bstune.train import Trainer
+
+    t0 = time.perf_counter()
+    Trainer(load_task(ROOT / "examples" / "lstm.py", options), device="cpu").data()
+    return time.perf_counter() - t0
+
+
+def part_wall() -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        runs = [("examples/lstm.py (names)", {})]
+        tsv = _polarity_tsv(folder)
+        if tsv is not None:
+            runs.append(("examples/lstm.py, sentence_polarity", {"corpus": str(tsv)}))
+        else:
+            print("sentence_polarity: ../shared/data/sentence_polarity is missing; skipped", file=sys.stderr)
+        for i, (label, options) in enumerate(runs):
+            load_s = _data_load_s(options)
+            db = folder / f"w{i}.db"
+            cmd = [sys.executable, "-m", "bstune", "optimize", str(ROOT / "examples" / "lstm.py"),
+                   "--storage", f"sqlite:///{db}", "--study-name", "wall"]
+            for k, v in options.items():
+                cmd += ["--task-option", f"{k}={v}"]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=folder, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+            import optuna
+
+            study = optuna.load_study(study_name="wall", storage=f"sqlite:///{db}")
+            ua = [t.user_attrs for t in study.trials]
+            train = sum(u.get("train_s", 0.0) for u in ua)
+            evals = sum(u.get("eval_s", 0.0) for u in ua)
+            over = sum(u.get("overhead_s", 0.0) for u in ua)
+            rows.append((label, len(ua), wall, train, evals, over, load_s))
+            print(f"  {label}: {wall:.1f} s", file=sys.stderr, flush=True)
+    print("\n### bstune optimize with default settings: wall time against training time\n")
+    print("| run | trials | wall s | training s | evaluation s | one-off s (in trials) | data load s | wall / (training + data load) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, n, wall, train, evals, over, load_s in rows:
+        print(f"| {label} | {n} | {wall:.1f} | {train:.1f} | {evals:.1f} | {over:.1f} | {load_s:.1f} | {wall / (train + load_s):.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("step", "wall", "both"), default="both")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(json.dumps({"torch": torch.__version__, "cpus": os.cpu_count(), "load": os.getloadavg()[0]}))
+    if args.part in ("step", "both"):
+        part_step(args.repeats)
+    if args.part in ("wall", "both"):
+        part_wall()
+
+
+if __name__ == "__main__":
+    main()
