@@ -657,7 +657,7 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
         trainer.data()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(plan["threads"]))
-    return study, make_objective(task, space, mode, trainer=trainer)
+    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=spec.get("micro_batch_size"))
 
 
 if __name__ == "__main__":

@@ -276,7 +276,9 @@ def optimize(
     aborted = False
     try:
         if plans is None:
-            objective = make_objective(task, the_space, mode, trainer=trainer, on_report=progress.on_report)
+            objective = make_objective(
+                task, the_space, mode, trainer=trainer, on_report=progress.on_report, micro_batch_size=micro_batch_size
+            )
             run_study(study, objective, n_trials=n_trials, timeout=timeout, callbacks=[progress.on_trial_end],
                       max_consecutive_failures=max_consecutive_failures)
         else:

@@ -175,6 +175,14 @@ def find_max_batch_size(
     return BatchSearch(largest=lo, limit=limit, bound=bound, first_failure=hi, tries=tuple(tries))
 
 
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory in bytes: an upper bound for a trial on the CPU."""
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
 def accumulation_plan(batch_size: int, micro_limit: int | None) -> tuple[int, int]:
     """The micro-batch size and number of micro-batches for an effective ``batch_size``.
 

@@ -370,11 +370,14 @@ def make_objective(
     trainer: Any | None = None,
     clock: Callable[[], float] | None = None,
     on_report: Callable[[optuna.Trial, CurvePoint], None] | None = None,
+    micro_batch_size: int | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective for a task: suggest, train inside a :class:`Run`, return its value.
 
     ``task`` is a loaded :class:`~bstune.task.Task` or a plain ``train(hp, run)`` function. A task
-    with ``data`` and ``model`` trains with ``trainer`` (the built-in one by default).
+    with ``data`` and ``model`` trains with ``trainer`` (the built-in one by default). A task with
+    its own loop finds the batch to put through the model at once in ``run.micro_batch_size``: the
+    effective batch, or ``micro_batch_size`` (else the space's) when that is smaller.
 
     Out of memory is an outcome: the trial is recorded with its batch size, marked infeasible
     (constraint violated) and pruned; memory is freed and the study goes on. A later trial of the
@@ -396,7 +399,10 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         hp = space.suggest(trial)
-        micro = getattr(trainer, "micro_batch_for", lambda b: b)(hp.batch_size)
+        # The built-in trainer splits a batch itself; a train() function (a Lightning or Hugging Face
+        # script among them) reads the micro-batch from run.micro_batch_size.
+        default_micro = lambda b: min(b, micro_batch_size or space.micro_batch_size or b)  # noqa: E731
+        micro = getattr(trainer, "micro_batch_for", default_micro)(hp.batch_size)
         report_cb = (lambda p: on_report(trial, p)) if on_report is not None else None
         run = Run(
             trial,

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import resource
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +39,7 @@ import torch
 from torch import nn
 
 from bstune.errors import TaskError, invalid
+from bstune.memory import peak_rss_bytes
 from bstune.run import Run
 from bstune.space import Hyperparams
 from bstune.task import Task
@@ -413,9 +412,7 @@ class Trainer:
         if self.device.type == "cuda":
             run.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
         else:
-            # The process's peak resident memory: an upper bound for this trial on the CPU.
-            scale = 1 if sys.platform == "darwin" else 1024
-            run.extra_attrs["peak_rss_bytes"] = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+            run.extra_attrs["peak_rss_bytes"] = peak_rss_bytes()
 
 
 def default_optimizer_options(device: torch.device) -> dict[str, Any]:
