@@ -228,6 +228,8 @@ def optimize(
         mode = Target(float(defaults["target"]), clock=clock, **metric)  # type: ignore[arg-type]
     else:
         mode = TimeBudget(float(defaults.get("time_budget", 60.0)), clock=clock, **metric)  # type: ignore[arg-type]
+    if isinstance(mode, Target):
+        mode.check_range("--target" if target is not None else f"{str(script)!r}: DEFAULTS target")
     n_trials = n_trials if n_trials is not None else int(defaults.get("n_trials", 20))
     the_space = load_space(space or defaults.get("space", "default"))
     if study_name is None:
@@ -247,17 +249,9 @@ def optimize(
             probed = _probe_and_report(console, task, the_space, device=device, seed=seed, output_dir=Path("."))
             the_space = probed.space
     optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
-    storage_obj = resolve_storage(storage, heartbeat_interval=heartbeat_interval)
-    study = create_study(
-        mode, space=the_space, storage=storage_obj, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
-    )
-    before = len(study.trials)
-    if probed is not None:
-        study.set_user_attr("probe", probed.to_dict())
-
     if micro_batch_size is None:
         micro_batch_size = the_space.micro_batch_size  # a probed space's memory limit
-    trainer = None
+    trainer = None  # the data is loaded before the study is made: bad data leaves no study behind
     if not task.owns_loop and plans is None:
         from bstune.train import Trainer
 
@@ -267,6 +261,14 @@ def optimize(
             f"data: {data.n_train:,} training and {data.x_valid.shape[0]:,} validation samples "
             f"on {trainer.device_name}" + ("" if trainer.data_on_device else " (streamed from pinned host memory)")
         )
+    storage_obj = resolve_storage(storage, heartbeat_interval=heartbeat_interval)
+    study = create_study(
+        mode, space=the_space, storage=storage_obj, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
+    )
+    before = len(study.trials)
+    if probed is not None:
+        study.set_user_attr("probe", probed.to_dict())
+
     what = f"time budget {mode.budget:g} s per trial" if isinstance(mode, TimeBudget) else f"target {mode.metric_name} {mode.target:g}"
     resumed = f", resuming after {before} trials" if before else ""
     console.print(

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
-from bstune.errors import invalid
+from bstune.errors import BstuneError, invalid
 
 if TYPE_CHECKING:
     from bstune.run import CurvePoint
@@ -132,6 +132,16 @@ class Target:
         _check_direction("Target", self.metric_direction)
         if self.clock not in ("train", "wall"):
             raise invalid("clock", "Target", "'train' or 'wall'", self.clock)
+
+    def check_range(self, what: str = "target") -> None:
+        """Refuse a target the default accuracy metric can never reach (it lies in [0, 1]).
+
+        Raises:
+            BstuneError: The metric is accuracy (higher is better) and the target is not in (0, 1].
+        """
+        if self.metric_name == "accuracy" and self.metric_direction == "maximize" and not 0 < self.target <= 1:
+            hint = f"; for {self.target:g}% give {self.target / 100:g}" if 1 < self.target <= 100 else ""
+            raise BstuneError(f"{what} {self.target:g} is outside the range of accuracy, 0 to 1{hint}")
 
     @property
     def study_direction(self) -> Direction:

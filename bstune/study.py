@@ -300,7 +300,7 @@ def create_study(
 
     Raises:
         BstuneError: The named study exists but was made for another mode, budget, target or
-            search space (it is left untouched).
+            search space (it is left untouched), or the target lies outside the range of accuracy.
 
     Example:
         >>> import bstune
@@ -308,6 +308,8 @@ def create_study(
         >>> study.direction.name, study.user_attrs["mode"]
         ('MAXIMIZE', 'time_budget')
     """
+    if isinstance(mode, Target):
+        mode.check_range()
     storage_obj = resolve_storage(storage)
     attrs: dict[str, Any] = {**mode.to_attrs(), "bstune_version": __version__}
     if space is not None:

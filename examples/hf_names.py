@@ -2,7 +2,7 @@
 
 Run it with::
 
-    pip install 'bstune[transformers]'
+    pip install 'bstune[transformers,examples]'     # examples: the names corpus
     bstune optimize examples/hf_names.py
 
 The model is a two-layer BERT built from a config (no download), reading names character by

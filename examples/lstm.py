@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -71,9 +72,32 @@ def _read_corpus(path: str) -> list[tuple[str, str]]:
             if not sep:
                 raise ValueError(f"corpus {path!r} line {i}: expected 'label<TAB>text'")
             pairs.append((label.strip(), text))
-    if len({lab for lab, _ in pairs}) < 2:
+    counts = Counter(lab for lab, _ in pairs)
+    if pairs and _looks_like_header(pairs[0][0], counts):
+        label, text = pairs.pop(0)
+        counts[label] -= 1
+        print(f"corpus {path!r}: line 1 ({label!r}, {text!r}) looks like a header; skipped", file=sys.stderr)
+    counts = +counts
+    if len(counts) < 2:
         raise ValueError(f"corpus {path!r}: needs at least two different labels")
+    rare = sorted(lab for lab, n in counts.items() if n < 2)
+    if rare:
+        shown = ", ".join(repr(lab) for lab in rare[:5]) + (f" and {len(rare) - 5} more" if len(rare) > 5 else "")
+        which = f"label {shown} has" if len(rare) == 1 else f"labels {shown} have"
+        raise ValueError(
+            f"corpus {path!r}: {which} a single example; every label needs at least two (fix or drop those lines)"
+        )
     return pairs
+
+
+_HEADER_LABELS = {"label", "labels", "class", "category", "target", "y", "sentiment", "polarity"}
+
+
+def _looks_like_header(label: str, counts: Counter) -> bool:
+    """A first line whose label is a column name, or appears once while every other label repeats."""
+    if label.strip().lower() in _HEADER_LABELS:
+        return True
+    return counts[label] == 1 and all(n >= 2 for lab, n in counts.items() if lab != label)
 
 
 def _tokens(text: str, level: str) -> list[str]:

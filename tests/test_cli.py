@@ -293,3 +293,20 @@ def test_dashboard_serves_the_study_with_intermediate_values(cli, tmp_path):
     for trial in detail["trials"]:
         steps = [p["step"] for p in trial["intermediate_values"]]
         assert steps and steps == sorted(steps) and steps[-1] <= 1000  # milliseconds of training
+
+
+def test_lstm_corpus_header_is_skipped_and_single_example_labels_refused(cli, tmp_path):
+    names = ["anna", "maria", "julia", "sofia", "laura", "emma", "paul", "peter", "jakob", "lukas", "felix", "jonas"]
+    rows = [f"{'female' if i < 6 else 'male'}\t{n}" for i, n in enumerate(names)] * 5
+    (tmp_path / "names.tsv").write_text("label\tname\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    args = ("optimize", LSTM, "--time-budget", "0.2", "--n-trials", "1", "--study-name", "s")
+    code, out, err = cli(*args, "--storage", "sqlite:///ok.db", "--task-option", "corpus=names.tsv")
+    assert code == 0, err
+    assert "line 1 ('label', 'name') looks like a header; skipped" in err
+    assert "data: 54 training and 6 validation samples" in out  # 60 rows, the header not among them
+
+    (tmp_path / "rare.tsv").write_text("\n".join(rows) + "\nchild\tkim\n", encoding="utf-8")
+    code, out, err = cli(*args, "--storage", "sqlite:///rare.db", "--task-option", "corpus=rare.tsv")
+    assert code == 1
+    assert "label 'child' has a single example; every label needs at least two" in err
+    assert not (tmp_path / "rare.db").exists()  # refused before a study was made

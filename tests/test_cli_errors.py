@@ -32,6 +32,7 @@ FILES = {
     "data_only.py": "def data():\n    return None\n",
     "empty.py": "X = 1\n",
     "defaults.py": "DEFAULTS = {'budget': 5}\n\n\ndef train(hp, run):\n    pass\n",
+    "own_loop.py": "def train(hp, run):\n    pass\n",
 }
 
 E = "bstune: error: "
@@ -44,6 +45,8 @@ ROWS = [
      E + "Invalid value for '--n-trials': Input should be a valid integer, unable to parse string as an integer"),
     ("option: negative timeout", "task.py --timeout -1", 1, E + "--timeout must be a number greater than 0; got -1"),
     ("option: unknown clock", "task.py --clock cpu", 1, E + "--clock must be 'train' or 'wall'; got 'cpu'"),
+    ("option: target outside accuracy's range", "own_loop.py --target 90", 1,
+     E + "--target 90 is outside the range of accuracy, 0 to 1; for 90% give 0.9"),
     ("option: zero micro-batch", "task.py --micro-batch-size 0", 1,
      E + "--micro-batch-size must be an integer of at least 1; got 0"),
     ("option: --compile with the script's own loop", "task.py --compile", 1,
