@@ -71,7 +71,7 @@ def publish_report(
 
     report = report if report is not None else analyze(study)
     if console is not None:
-        print_report(report, console, anytime=False)
+        print_report(report, console)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         mode = mode_from_attrs(study.user_attrs)

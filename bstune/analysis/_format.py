@@ -47,20 +47,8 @@ def _headline(r: Report) -> list[str]:
     else:
         what = "a study not made by bstune"
     counts = ", ".join(f"{n} {k}" for k, n in sorted(r.states.items())) or "no trials"
-    lines = [f"Study {r.study_name!r}: {what}; {r.n_trials} trials ({counts})."]
-    if r.hypervolume is not None and r.reference is not None:
-        lines.append(
-            f"Hypervolume up to ({r.reference[0]:.3g} s, {r.metric_name} {r.reference[1]:.4g}): "
-            f"front {r.hypervolume:.4g}, anytime front {_f(r.anytime_hypervolume, '.4g')} ({r.metric_name} x s)."
-        )
-    if r.lr_scaling is not None:
-        fit = r.lr_scaling
-        err = f" +/- {fit.stderr:.2f}" if math.isfinite(fit.stderr) else ""
-        lines.append(
-            f"Learning rate against batch size (best trial per batch size): exponent {fit.exponent:.2f}{err} "
-            f"(1 = linear, 0.5 = square root), R^2 {fit.r2:.2f}, {len(fit.batch_sizes)} batch sizes."
-        )
-    return lines
+    # The hypervolumes (area dominated by the front, up to a reference point) are in the JSON and HTML.
+    return [f"Study {r.study_name!r}: {what}; {r.n_trials} trials ({counts})."]
 
 
 def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -99,28 +87,35 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         for b in r.batch_sizes
     ]
     imp = [[k, f"{v:.3f}"] for k, v in r.importance.items()]
+    # One front that means something: in budget mode every trial trains for the budget, so the
+    # finished trials all sit at its end and the anytime front (every curve point) is the real one.
+    if r.mode == "target":
+        front_section = (f"Pareto front: {r.time_label} against {r.metric_label} (finished trials)",
+                         ["trial", "seconds", m, "batch", "learning rate", "epochs"], front)
+    else:
+        front_section = (f"Pareto front: {r.time_label} against {r.metric_label} (every curve point, pruned trials "
+                         "included; consecutive points of a trial joined)",
+                         ["trial", "seconds", m, "points", "batch", "learning rate", "state"], anytime)
     return [
-        (f"Pareto front: {r.time_label} against {r.metric_label} (finished trials)",
-         ["trial", "seconds", m, "batch", "learning rate", "epochs"], front),
+        front_section,
         ("Recommendation per budget (best finished trial within it, else the best curve by then)",
          ["budget s", "from", "trial", "batch", "learning rate", "epochs", m, "took s", f"anytime {m}"], recs),
         ("Batch-size effects", ["batch", "trials", "finished", f"best {m}", "trial", "its learning rate", tt, "samples/s"],
          batches),
-        ("Anytime front (every curve point, pruned trials included; consecutive points of a trial joined)",
-         ["trial", "seconds", m, "points", "batch", "learning rate", "state"], anytime),
         ("Parameter importance", ["parameter", "importance"], imp),
     ]
 
 
-def print_report(report: Report, console: Console, *, anytime: bool = True) -> None:
-    """Print ``report`` as terminal tables on a rich ``console``; ``anytime=False`` leaves out the
-    (long) anytime-front table."""
+def print_report(report: Report, console: Console) -> None:
+    """Print ``report`` on a rich ``console``: the answers first, then the tables they rest on."""
     from rich.table import Table
 
     for line in _headline(report):
         console.print(line, highlight=False, markup=False)
+    for a in report.answers:
+        console.print(f"- {a.question} {a.answer} [{a.evidence}]", highlight=False, markup=False)
     for title, header, rows in _sections(report):
-        if not rows or (not anytime and title.startswith("Anytime")):
+        if not rows:
             continue
         table = Table(title=title, title_justify="left")
         for i, h in enumerate(header):
@@ -136,6 +131,8 @@ def _markdown(r: Report) -> str:
     out = [f"# bstune report: {r.study_name}", ""]
     for line in _headline(r):
         out += [line, ""]  # one paragraph each
+    if r.answers:
+        out += ["## Answers", ""] + [f"- **{a.question}** {a.answer} *({a.evidence})*" for a in r.answers] + [""]
     for title, header, rows in _sections(r):
         out += [f"## {title}", ""]
         if not rows:
@@ -181,6 +178,8 @@ def _csv(r: Report) -> str:
         put("importance", {"parameter": k, "importance": v})
     for m in r.messages:
         put("message", {"message": m})
+    for a in r.answers:
+        put("answer", {"message": f"{a.question} {a.answer}", "basis": a.evidence})
     return buf.getvalue()
 
 

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import optuna
 
+from bstune.analysis._answers import Answer, answer_questions
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.errors import BstuneError, invalid
 from bstune.objectives import Target, TimeBudget, mode_from_attrs
@@ -159,6 +160,7 @@ class Report:
     lr_scaling: ScalingFit | None
     importance: dict[str, float]
     messages: list[str] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
 
     @property
     def maximize(self) -> bool:
@@ -201,6 +203,7 @@ class Report:
             "importance": self.importance,
             "trials": [_trial_dict(t, curves) for t in self.trials],
             "messages": self.messages,
+            "answers": [a._asdict() for a in self.answers],
         }
         if self.lr_scaling is not None:
             fit = self.lr_scaling._asdict()
@@ -485,7 +488,7 @@ def analyze(
         if why:
             messages.append(why)
 
-    return Report(
+    report = Report(
         study_name=study.study_name,
         mode=mode.kind if mode is not None else None,
         metric_name=metric_name,
@@ -509,6 +512,9 @@ def analyze(
         importance=imp,
         messages=messages,
     )
+    probe = attrs.get("probe")
+    report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)
+    return report
 
 
 def _recommend(

@@ -172,7 +172,7 @@ def test_browser_shows_the_study_its_note_and_figures(chromium: str, optimized: 
         assert "Batch-size effects (blobs)" in page
         note = _dump_dom(chromium, url + "/note", tmp_path / "p2")
         assert "bstune report: blobs" in note
-        assert "Recommendation per budget" in note and "Hypervolume up to" in note
+        assert "Recommendation per budget" in note and "Which configuration gives the best accuracy" in note
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -14,6 +14,7 @@ import pytest
 
 from analysis._studies import make_synthetic_study
 from bstune.analysis import Report, analyze, format_report, write_html, write_png
+from bstune.objectives import Target
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +60,43 @@ def test_csv_sections_hold_the_same_rows(report: Report) -> None:
     assert {r["parameter"] for r in by["importance"]} == set(report.importance)
 
 
-def test_markdown_has_a_table_per_section(report: Report) -> None:
+def test_markdown_opens_with_answers_then_one_front(report: Report) -> None:
     md = format_report(report, "markdown")
     assert md.startswith(f"# bstune report: {report.study_name}\n")
-    for title in ("Pareto front", "Recommendation per budget", "Batch-size effects", "Anytime front",
-                  "Parameter importance"):
-        assert re.search(rf"^## {title}", md, re.M), title
-    front_rows = [line for line in md.splitlines() if re.match(r"^\| #\d+ \| [\d.]+ \| 0\.\d{4} \|", line)]
-    assert len(front_rows) >= len(report.front)
-    assert f"| #{report.front[-1].trial} | {report.front[-1].time_s:.2f} | {report.front[-1].metric:.4f} |" in md
+    titles = [t.split(":")[0].split(" (")[0] for t in re.findall(r"^## (.+)$", md, re.M)]
+    assert titles == ["Answers", "Pareto front", "Recommendation per budget", "Batch-size effects", "Parameter importance"]
+    # budget mode: the one front is the anytime front (every trial trains for the budget)
+    assert "## Pareto front: training time (s) against validation accuracy (every curve point" in md
+    last = report.anytime_front[-1]
+    assert re.search(rf"^\| #{last.trial} \| [\d.]+ - {last.time_s:.2f} \| [\d.]+ - {last.metric:.4f} \|", md, re.M)
+    assert "Hypervolume" not in md
+    for a in report.answers:
+        assert f"- **{a.question}** {a.answer}" in md
 
 
-def test_table_names_the_study_and_the_front(report: Report) -> None:
+def test_table_names_the_study_and_answers_first(report: Report) -> None:
     text = format_report(report, "table")
     assert f"Study {report.study_name!r}: time budget 4 s per trial" in text
     assert "Pareto front" in text and "Recommendation per budget" in text
-    assert f"#{report.front[-1].trial}" in text
+    assert text.index("Which configuration gives the best accuracy within 4 s?") < text.index("Pareto front")
+    assert f"#{report.anytime_front[-1].trial}" in text
+
+
+def test_csv_and_json_carry_the_answers(report: Report) -> None:
+    rows = list(csv.DictReader(io.StringIO(format_report(report, "csv"))))
+    answers = [r for r in rows if r["section"] == "answer"]
+    assert [r["message"] for r in answers] == [f"{a.question} {a.answer}" for a in report.answers]
+    data = json.loads(format_report(report, "json"))
+    assert [a["question"] for a in data["answers"]] == [a.question for a in report.answers]
+
+
+def test_a_target_study_shows_the_finished_front() -> None:
+    s = make_synthetic_study(n_trials=8, mode=Target(0.7))
+    r = analyze(s)
+    md = format_report(r, "markdown")
+    assert "## Pareto front: training time (s) against validation accuracy (finished trials)" in md
+    assert "every curve point" not in md
+    assert r.answers[0].question == "Which configuration reaches accuracy 0.7 soonest?"
 
 
 def test_unknown_format_is_refused(report: Report) -> None:

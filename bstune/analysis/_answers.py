@@ -1,0 +1,164 @@
+"""Short answers to the questions people bring, each with the figure it rests on, from a report.
+
+The questions: which configuration to use and how sure that is; whether smaller batches hurt;
+whether batch size matters at equal training time; whether the learning rate follows the batch
+size; whether powers of two run faster than their neighbours. Where the study cannot tell, the
+answer says so and why, instead of reading a ranking into single runs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from bstune.analysis._report import Report, TrialSummary
+
+__all__ = ["Answer", "answer_questions"]
+
+#: The least number of batch sizes with finished trials from which the exponent is fitted.
+MIN_BATCH_SIZES_FOR_SCALING = 3
+
+
+class Answer(NamedTuple):
+    """One question, its answer in words, and the table or figure it rests on."""
+
+    question: str
+    answer: str
+    evidence: str
+
+
+def _cfg(s: TrialSummary) -> str:
+    parts = [f"batch {s.batch_size}" if s.batch_size is not None else None,
+             f"learning rate {s.learning_rate:.2e}" if s.learning_rate is not None else None,
+             f"{s.epochs} epochs" if s.epochs is not None else None]
+    return ", ".join(p for p in parts if p) + f" (trial #{s.number})" if any(parts) else f"trial #{s.number}"
+
+
+def _configuration(r: Report) -> Answer:
+    m = r.metric_name
+    done = [s for s in r.trials if s.state == "complete" and s.feasible and math.isfinite(s.metric)]
+    if r.mode == "target":
+        q = f"Which configuration reaches {m} {r.target:g} soonest?"
+        hits = sorted((s for s in done if s.stop_reason == "target"), key=lambda s: s.time_s)
+        if not hits:
+            return Answer(q, f"None yet: no finished trial reached {m} {r.target:g}.", "Best configurations")
+        best, rest = hits[0], hits[1:]
+        text = f"Use {_cfg(best)}: {best.time_s:.3g} s of training to reach it."
+        if rest:
+            text += f" The runner-up, #{rest[0].number}, took {rest[0].time_s:.3g} s."
+    else:
+        budget = f"within {r.budget_s:g} s" if r.budget_s else ""
+        q = f"Which configuration gives the best {m} {budget}?".replace("  ", " ")
+        ranked = sorted(done, key=lambda s: s.metric, reverse=r.maximize)
+        if not ranked:
+            return Answer(q, "None yet: no trial finished with a feasible value.", "Best configurations")
+        best, rest = ranked[0], ranked[1:]
+        text = f"Use {_cfg(best)}: {m} {best.metric:.4g}."
+        if rest:
+            text += f" The runner-up, #{rest[0].number} (batch {rest[0].batch_size}), reached {rest[0].metric:.4g}, {abs(best.metric - rest[0].metric):.2g} lower."
+    text += (
+        " How sure: each configuration was trained once, and seed-to-seed noise was not measured, so a"
+        " small difference between the best few may not be real."
+    )
+    return Answer(q, text, "Best configurations")
+
+
+def _smaller_batches(r: Report, probe: dict[str, Any] | None) -> Answer:
+    m = r.metric_name
+    q = f"Do smaller batches hurt {m} here?"
+    rows = [b for b in r.batch_sizes if b.best_trial is not None and math.isfinite(b.best_metric)]
+    fits = ""
+    if probe and probe.get("largest_batch"):
+        fits = f" The largest batch that fits in memory is {probe['largest_batch']} (probe)."
+    if len(rows) < 2:
+        return Answer(q, f"Cannot tell: finished trials at {len(rows)} batch size(s), two or more are needed.{fits}",
+                      "Batch-size effects")
+    best = max(rows, key=lambda b: b.best_metric) if r.maximize else min(rows, key=lambda b: b.best_metric)
+    smallest = rows[0]
+    per = ", ".join(f"{b.batch_size}: {b.best_metric:.4g}" for b in rows)
+    if smallest.batch_size == best.batch_size:
+        verdict = f"No: the smallest batch tried, {smallest.batch_size}, reached the best {m}."
+    else:
+        gap = abs(best.best_metric - smallest.best_metric)
+        verdict = (
+            f"The smallest batch tried, {smallest.batch_size}, reached {smallest.best_metric:.4g}, {gap:.2g} "
+            f"{'below' if r.maximize else 'above'} the best (batch {best.batch_size})."
+        )
+    return Answer(q, f"{verdict} Best {m} per batch size, one run each at its best learning rate: {per}.{fits}",
+                  "Batch-size effects")
+
+
+def _equal_time(r: Report) -> Answer:
+    m = r.metric_name
+    target = r.time_to_target_target
+    q = "Does batch size matter at equal training time?"
+    if target is None:
+        return Answer(q, "Cannot tell: no finished trial to set a level of the metric by.", "Batch-size effects")
+    rows = [b for b in r.batch_sizes if b.best_trial is not None]
+    reach = [b for b in rows if math.isfinite(b.time_to_target_s)]
+    if len(rows) < 2:
+        return Answer(q, f"Cannot tell: finished trials at {len(rows)} batch size(s).", "Batch-size effects")
+    never = [str(b.batch_size) for b in rows if not math.isfinite(b.time_to_target_s)]
+    if not reach:
+        return Answer(q, f"No batch size reached {m} {target:.4g}.", "Batch-size effects")
+    fastest = min(reach, key=lambda b: b.time_to_target_s)
+    per = ", ".join(f"{b.batch_size}: {b.time_to_target_s:.3g} s" for b in reach)
+    text = f"Batch {fastest.batch_size} reaches {m} {target:.4g} soonest. Training seconds to get there: {per}"
+    text += f"; never within their runs: {', '.join(never)}." if never else "."
+    return Answer(q, text, "Batch-size effects")
+
+
+def _t975(dof: int) -> float:
+    from scipy.stats import t  # scikit-learn's own dependency
+
+    return float(t.ppf(0.975, dof))
+
+
+def _lr_scaling(r: Report) -> Answer:
+    q = "Does the learning rate have to follow the batch size?"
+    fit = r.lr_scaling
+    n = len(set(fit.batch_sizes)) if fit is not None else len([b for b in r.batch_sizes if b.best_trial is not None])
+    if fit is None or n < MIN_BATCH_SIZES_FOR_SCALING or not math.isfinite(fit.stderr):
+        return Answer(
+            q,
+            f"Not enough evidence: finished trials at {n} batch size(s); the exponent of learning rate against "
+            f"batch size is fitted from at least {MIN_BATCH_SIZES_FOR_SCALING}.",
+            "Batch-size effects",
+        )
+    half = _t975(len(fit.batch_sizes) - 2) * fit.stderr
+    lo, hi = fit.exponent - half, fit.exponent + half
+    rules = [name for k, name in ((0.0, "no scaling (0)"), (0.5, "square-root scaling (0.5)"), (1.0, "linear scaling (1)"))
+             if lo <= k <= hi]
+    fits = ("consistent with " + " and ".join(rules)) if rules else "none of no, square-root or linear scaling"
+    return Answer(
+        q,
+        f"The best learning rate per batch size goes as batch^{fit.exponent:.2f} (95% interval {lo:.2f} to {hi:.2f}, "
+        f"{len(fit.batch_sizes)} batch sizes, one run each): {fits}.",
+        "Batch-size effects",
+    )
+
+
+def _powers_of_two(probe: dict[str, Any] | None) -> Answer:
+    q = "Do powers of two run faster than their neighbours on this hardware?"
+    thr = {int(k): float(v) for k, v in ((probe or {}).get("throughput") or {}).items() if v}
+    if not thr:
+        return Answer(q, "Not measured: run bstune probe (or bstune optimize --probe) to measure throughput.", "probe")
+    pow2 = sorted(b for b in thr if b & (b - 1) == 0)
+    others = [b for b in sorted(thr) if b & (b - 1) and any(p < b for p in pow2) and any(p > b for p in pow2)]
+    if not others:
+        return Answer(q, "Cannot tell: the probe measured only powers of two.", "probe")
+    parts = []
+    for b in others:
+        lo, hi = max(p for p in pow2 if p < b), min(p for p in pow2 if p > b)
+        expected = math.exp(math.log(thr[lo]) + (math.log(thr[hi]) - math.log(thr[lo])) * math.log(b / lo) / math.log(hi / lo))
+        parts.append(f"{b}: {thr[b] / expected - 1:+.0%} against {lo} and {hi}")
+    return Answer(q, "Samples per second of batches between powers of two, against the line between their neighbours: "
+                  + "; ".join(parts) + ".", "probe")
+
+
+def answer_questions(r: Report, probe: dict[str, Any] | None = None) -> list[Answer]:
+    """The short answers for report ``r`` (``probe``: the probe facts stored on the study, if any)."""
+    if not r.trials:
+        return []
+    return [_configuration(r), _smaller_batches(r, probe), _equal_time(r), _lr_scaling(r), _powers_of_two(probe)]
