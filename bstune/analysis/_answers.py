@@ -126,6 +126,15 @@ def _lr_scaling(r: Report) -> Answer:
             f"batch size is fitted from at least {MIN_BATCH_SIZES_FOR_SCALING}.",
             "Batch-size effects",
         )
+    finished = {b.batch_size: b.n_finished for b in r.batch_sizes}
+    if all(finished.get(b, 0) < 2 for b in fit.batch_sizes):
+        return Answer(
+            q,
+            f"Not enough evidence: each of the {n} batch sizes has one finished trial, so its best learning rate "
+            f"is the only one tried there; the fitted exponent ({fit.exponent:.2f}) describes the search, not "
+            "the model. Trials at two or more learning rates per batch size would tell.",
+            "Batch-size effects",
+        )
     half = _t975(len(fit.batch_sizes) - 2) * fit.stderr
     lo, hi = fit.exponent - half, fit.exponent + half
     rules = [name for k, name in ((0.0, "no scaling (0)"), (0.5, "square-root scaling (0.5)"), (1.0, "linear scaling (1)"))

@@ -42,6 +42,10 @@ def test_two_batch_sizes_cannot_fit_the_learning_rate_exponent():
 def test_the_exponent_and_its_interval_match_a_hand_fit():
     # best learning rate per batch size: 32 -> 1e-3, 64 -> 2e-3, 128 -> 2.4e-3
     study = _study([(32, 1e-3, 0.8), (64, 2e-3, 0.85), (128, 2.4e-3, 0.83), (128, 1e-2, 0.5)])
+    one_each = _study([(32, 1e-3, 0.8), (64, 2e-3, 0.85), (128, 2.4e-3, 0.83)])
+    assert _answer(one_each, "Does the learning rate have to follow").startswith(
+        "Not enough evidence: each of the 3 batch sizes has one finished trial"
+    )
     xs = [math.log(32), math.log(64), math.log(128)]
     ys = [math.log(1e-3), math.log(2e-3), math.log(2.4e-3)]
     mx, my = sum(xs) / 3, sum(ys) / 3
