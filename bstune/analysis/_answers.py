@@ -78,11 +78,11 @@ def _smaller_batches(r: Report, probe: dict[str, Any] | None) -> Answer:
     smallest = rows[0]
     per = ", ".join(f"{b.batch_size}: {b.best_metric:.4g}" for b in rows)
     if smallest.batch_size == best.batch_size:
-        verdict = f"No: the smallest batch tried, {smallest.batch_size}, reached the best {m}."
+        verdict = f"No: the smallest batch with a finished trial, {smallest.batch_size}, reached the best {m}."
     else:
         gap = abs(best.best_metric - smallest.best_metric)
         verdict = (
-            f"The smallest batch tried, {smallest.batch_size}, reached {smallest.best_metric:.4g}, {gap:.2g} "
+            f"The smallest batch with a finished trial, {smallest.batch_size}, reached {smallest.best_metric:.4g}, {gap:.2g} "
             f"{'below' if r.maximize else 'above'} the best (batch {best.batch_size})."
         )
     return Answer(q, f"{verdict} Best {m} per batch size, one run each at its best learning rate: {per}.{fits}",
@@ -139,7 +139,10 @@ def _lr_scaling(r: Report) -> Answer:
     lo, hi = fit.exponent - half, fit.exponent + half
     rules = [name for k, name in ((0.0, "no scaling (0)"), (0.5, "square-root scaling (0.5)"), (1.0, "linear scaling (1)"))
              if lo <= k <= hi]
-    fits = ("consistent with " + " and ".join(rules)) if rules else "none of no, square-root or linear scaling"
+    if len(rules) == 3:
+        fits = "no, square-root and linear scaling all lie inside it, so this study cannot tell them apart"
+    else:
+        fits = ("consistent with " + " and ".join(rules)) if rules else "none of no, square-root or linear scaling"
     return Answer(
         q,
         f"The best learning rate per batch size goes as batch^{fit.exponent:.2f} (95% interval {lo:.2f} to {hi:.2f}, "
