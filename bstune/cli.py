@@ -171,6 +171,18 @@ def optimize(
             "writes SCRIPT-probe.yaml and SCRIPT-probe.png.",
         ),
     ] = False,
+    confirm: Annotated[
+        int,
+        typer.Option(
+            "--confirm",
+            help="After the search, train the best --confirm-top configurations again with K other seeds each "
+            "(never pruned); the report then shows mean and spread and which are within noise of the best.",
+            metavar="K",
+        ),
+    ] = 0,
+    confirm_top: Annotated[
+        int, typer.Option("--confirm-top", help="How many of the best configurations --confirm trains again.")
+    ] = 3,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
@@ -193,9 +205,13 @@ def optimize(
     if time_budget is not None and target is not None:
         raise BstuneError("give either --time-budget or --target, not both")
     _positive("--time-budget", time_budget)
-    _positive("--n-trials", n_trials, integer=True)
+    if not (n_trials == 0 and confirm):  # --n-trials 0 --confirm K: confirm an existing study only
+        _positive("--n-trials", n_trials, integer=True)
     _positive("--timeout", timeout)
     _positive("--micro-batch-size", micro_batch_size, integer=True)
+    if confirm < 0:
+        raise BstuneError(f"--confirm must be an integer of at least 0; got {confirm}")
+    _positive("--confirm-top", confirm_top, integer=True)
     if target is not None and not math.isfinite(target):
         raise BstuneError(f"--target must be a finite number; got {target}")
     if clock not in ("train", "wall"):
@@ -276,24 +292,27 @@ def optimize(
     )
     progress = _progress.Progress(console, mode, n_trials)
     aborted = False
+    spec = {
+        "script": str(script.resolve()), "task_options": task.options, "space": the_space.to_dict(),
+        "mode": mode.to_attrs(), "storage": storage, "study_name": study_name, "seed": seed,
+        "micro_batch_size": micro_batch_size, "heartbeat_interval": heartbeat_interval, "debug": debug,
+        "pruner": pruner, "compile": compile_model,
+    }
     try:
+        objective = None
         if plans is None:
             objective = make_objective(
                 task, the_space, mode, trainer=trainer, on_report=progress.on_report, micro_batch_size=micro_batch_size
             )
-            run_study(study, objective, n_trials=n_trials, timeout=timeout, callbacks=[progress.on_trial_end],
-                      max_consecutive_failures=max_consecutive_failures)
-        else:
-            _run_workers(
-                console, progress, study, plans, n_trials=n_trials, timeout=timeout,
-                max_consecutive_failures=max_consecutive_failures,
-                spec={
-                    "script": str(script.resolve()), "task_options": task.options, "space": the_space.to_dict(),
-                    "mode": mode.to_attrs(), "storage": storage, "study_name": study_name, "seed": seed,
-                    "micro_batch_size": micro_batch_size, "heartbeat_interval": heartbeat_interval, "debug": debug,
-                    "pruner": pruner, "compile": compile_model,
-                },
-            )
+            if n_trials:
+                run_study(study, objective, n_trials=n_trials, timeout=timeout, callbacks=[progress.on_trial_end],
+                          max_consecutive_failures=max_consecutive_failures)
+        elif n_trials:
+            _run_workers(console, progress, study, plans, n_trials=n_trials, timeout=timeout,
+                         max_consecutive_failures=max_consecutive_failures, spec=spec)
+        if confirm:
+            _confirm_phase(console, progress, study, confirm, confirm_top, objective=objective, plans=plans,
+                           spec=spec, max_consecutive_failures=max_consecutive_failures)
     except KeyboardInterrupt as e:
         aborted = type(e).__name__ == "Interrupted"  # the second Ctrl-C: out at once
         raise
@@ -310,6 +329,27 @@ def optimize(
             console.print(
                 f"inspect it: bstune dashboard --storage {mask_url(storage)} --study-name {shlex.quote(study_name)}"
             )
+
+
+def _confirm_phase(console, progress, study, seeds, top, *, objective, plans, spec, max_consecutive_failures):  # type: ignore[no-untyped-def]
+    """--confirm K: train the best configurations again with K other seeds, pruning off."""
+    from bstune.study import enqueue_confirmations, without_pruning
+    from bstune.study import optimize as run_study
+
+    queued = enqueue_confirmations(study, seeds, top)
+    if not queued:
+        console.print(f"confirm: the best {top} configurations already have {seeds} confirmation runs each"
+                      if study.trials else "confirm: no finished trial to confirm")
+        return
+    firsts = ", ".join(f"#{n}" for n in dict.fromkeys(queued))
+    console.print(f"confirming {firsts} with {seeds} more seed(s) each: {len(queued)} runs, not pruned")
+    progress.n_trials, progress.done = len(queued), 0
+    if plans is None:
+        run_study(without_pruning(study), objective, n_trials=len(queued), callbacks=[progress.on_trial_end],
+                  max_consecutive_failures=max_consecutive_failures)
+    else:
+        _run_workers(console, progress, study, plans, n_trials=len(queued), timeout=None,
+                     max_consecutive_failures=max_consecutive_failures, spec={**spec, "pruner": "none"})
 
 
 def _run_workers(console, progress, study, plans, **kwargs):  # type: ignore[no-untyped-def]
@@ -332,6 +372,56 @@ def _run_workers(console, progress, study, plans, **kwargs):  # type: ignore[no-
         raise
     if outcome.error:
         raise BstuneError(outcome.error)
+
+
+@app.command(name="confirm")
+def confirm_command(
+    script: Annotated[Path, typer.Argument(help="The task script the study was made with.")],
+    storage: Annotated[
+        str,
+        typer.Option("--storage", envvar="BSTUNE_STORAGE", show_envvar=False,
+                     help="Where the study lives (default: sqlite:///bstune.db, or $BSTUNE_STORAGE)."),
+    ] = "sqlite:///bstune.db",
+    study_name: Annotated[
+        Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Confirmation runs per configuration (other seeds).")] = 2,
+    top: Annotated[int, typer.Option("--top", help="How many of the best configurations to train again.")] = 3,
+    space: Annotated[
+        Optional[str], typer.Option("--space", help="The search space the study was made with, if not the script's.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    micro_batch_size: Annotated[
+        Optional[int], typer.Option("--micro-batch-size", help="Largest batch through the model at once.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The seed the study was made with.")] = 0,
+    task_option: Annotated[
+        Optional[list[str]], typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """Train the best configurations of an existing study again with other seeds.
+
+    The runs are stored in the study (never pruned); the report then shows each configuration's
+    mean and spread and says which are within noise of the best. Same as
+    bstune optimize SCRIPT --n-trials 0 --confirm SEEDS on the study's own mode.
+    """
+    from bstune.analysis import load_existing_study
+    from bstune.objectives import Target, mode_from_attrs
+
+    if seeds < 1:
+        raise BstuneError(f"--seeds must be an integer of at least 1; got {seeds}")
+    study = load_existing_study(storage, study_name)
+    mode = mode_from_attrs(study.user_attrs)
+    if mode is None:
+        raise BstuneError(f"study {study.study_name!r} was not made by bstune; it has no mode to train in")
+    optimize(
+        script, time_budget=getattr(mode, "budget", None), target=mode.target if isinstance(mode, Target) else None,
+        space=space, n_trials=0, timeout=None, storage=storage, study_name=study.study_name, clock=mode.clock,
+        device=device, micro_batch_size=micro_batch_size, seed=seed, compile_model=False, pruner="default",
+        task_option=task_option, artifact_dir=None, workers=1, max_consecutive_failures=3, heartbeat_interval=10,
+        probe_first=False, confirm=seeds, confirm_top=top, debug=debug,
+    )
 
 
 @app.command()

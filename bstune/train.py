@@ -213,6 +213,7 @@ class Trainer:
     def __call__(self, hp: Hyperparams, run: Run) -> None:
         trial_number = getattr(run.trial, "number", 0)
         torch.manual_seed(self.seed + trial_number)
+        run.extra_attrs["seed"] = self.seed + trial_number  # initial weights and batch order
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -47,6 +47,7 @@ ROWS = [
     ("option: unknown clock", "task.py --clock cpu", 1, E + "--clock must be 'train' or 'wall'; got 'cpu'"),
     ("option: target outside accuracy's range", "own_loop.py --target 90", 1,
      E + "--target 90 is outside the range of accuracy, 0 to 1; for 90% give 0.9"),
+    ("option: negative confirmations", "task.py --confirm -1", 1, E + "--confirm must be an integer of at least 0; got -1"),
     ("option: zero micro-batch", "task.py --micro-batch-size 0", 1,
      E + "--micro-batch-size must be an integer of at least 1; got 0"),
     ("option: --compile with the script's own loop", "task.py --compile", 1,

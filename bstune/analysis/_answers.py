@@ -35,6 +35,29 @@ def _cfg(s: TrialSummary) -> str:
     return ", ".join(p for p in parts if p) + f" (trial #{s.number})" if any(parts) else f"trial #{s.number}"
 
 
+def _confirmed(r: Report, q: str) -> Answer:
+    m = r.metric_name
+    unit = " s" if r.mode == "target" else ""
+    best, rest = r.confirmations[0], r.confirmations[1:]
+
+    def band(c: Any) -> str:
+        sd = f" ± {c.std:.2g}" if math.isfinite(c.std) else ""
+        return f"{c.mean:.4g}{unit}{sd} over {len(c.values)} seeds"
+
+    what = f"time to {m} {r.target:g}" if r.mode == "target" else m
+    text = f"Use batch {best.batch_size}, learning rate {best.learning_rate:.2e}, {best.epochs} epochs (trial #{best.trial}): mean {what} {band(best)}."
+    close = [c for c in rest if c.within_noise]
+    behind = [c for c in rest if not c.within_noise]
+    if close:
+        text += " Within noise of it (less than two standard errors apart): " + "; ".join(
+            f"#{c.trial} (batch {c.batch_size}, {band(c)})" for c in close) + "."
+    if behind:
+        text += " Behind it by more than the noise: " + "; ".join(f"#{c.trial} ({band(c)})" for c in behind) + "."
+    if any(c.missed for c in r.confirmations):
+        text += " Runs that missed the target are left out of the means and counted in the table."
+    return Answer(q, text, "Confirmed configurations")
+
+
 def _configuration(r: Report) -> Answer:
     m = r.metric_name
     done = [s for s in r.trials if s.state == "complete" and s.feasible and math.isfinite(s.metric)]
@@ -57,9 +80,11 @@ def _configuration(r: Report) -> Answer:
         text = f"Use {_cfg(best)}: {m} {best.metric:.4g}."
         if rest:
             text += f" The runner-up, #{rest[0].number} (batch {rest[0].batch_size}), reached {rest[0].metric:.4g}, {abs(best.metric - rest[0].metric):.2g} lower."
+    if r.confirmations:
+        return _confirmed(r, q)
     text += (
-        " How sure: each configuration was trained once, and seed-to-seed noise was not measured, so a"
-        " small difference between the best few may not be real."
+        " How sure: this ranking is from single runs; seed-to-seed noise is not measured until the best few"
+        " are trained again with other seeds (bstune optimize --confirm K, or bstune confirm)."
     )
     return Answer(q, text, "Best configurations")
 
@@ -85,28 +110,54 @@ def _smaller_batches(r: Report, probe: dict[str, Any] | None) -> Answer:
             f"The smallest batch with a finished trial, {smallest.batch_size}, reached {smallest.best_metric:.4g}, {gap:.2g} "
             f"{'below' if r.maximize else 'above'} the best (batch {best.batch_size})."
         )
-    return Answer(q, f"{verdict} Best {m} per batch size, one run each at its best learning rate: {per}.{fits}",
+    noise = ""
+    sd = seed_noise(r)
+    if sd is not None and smallest.batch_size != best.batch_size:
+        gap = abs(best.best_metric - smallest.best_metric)
+        band = 2 * sd * math.sqrt(2)  # two standard deviations of a difference between two single runs
+        noise = (f" Seed noise, measured on the confirmed configurations: standard deviation {sd:.2g}, so a gap "
+                 f"below about {band:.2g} between two single runs is within noise; this one, {gap:.2g}, is "
+                 f"{'within' if gap <= band else 'beyond'} it.")
+    elif sd is None:
+        noise = " Seed noise is not measured yet (--confirm K trains the best again with other seeds)."
+    return Answer(q, f"{verdict} Best {m} per batch size, one run each at its best learning rate: {per}.{fits}{noise}",
                   "Batch-size effects")
+
+
+def seed_noise(r: Report) -> float | None:
+    """The standard deviation between seeds, pooled over the confirmed configurations (None if unmeasured)."""
+    variances = [c.std**2 for c in r.confirmations if math.isfinite(c.std)]
+    return math.sqrt(sum(variances) / len(variances)) if variances and r.mode != "target" else None
 
 
 def _equal_time(r: Report) -> Answer:
     m = r.metric_name
+    q = "Does batch size matter at equal examples seen, equal steps and equal training time?"
+    eq = r.equal_footing
+    if eq is None:
+        n = len([b for b in r.batch_sizes if b.best_trial is not None])
+        return Answer(q, f"Cannot tell: finished trials at {n} batch size(s), two or more are needed.",
+                      "Batch sizes at equal training")
+    parts = []
+    for what, amount, attr in (("examples seen", f"{eq.examples:,.0f}", "at_examples"),
+                               ("steps", f"{eq.steps:,.0f}", "at_steps"),
+                               ("s of training", f"{eq.time_s:.3g}", "at_time")):
+        vals = [(getattr(x, attr), x.batch_size) for x in eq.rows if math.isfinite(getattr(x, attr))]
+        if len(vals) < 2:
+            parts.append(f"at {amount} {what}, fewer than two curves reach that far")
+            continue
+        vals.sort(reverse=r.maximize)
+        (top, b_top), (low, _) = vals[0], vals[-1]
+        parts.append(f"at {amount} {what}, batch {b_top} leads with {top:.4g} ({m} spans {abs(top - low):.2g} "
+                     f"across {len(vals)} batch sizes)")
+    text = "; ".join(parts) + "."
+    text = text[0].upper() + text[1:]
     target = r.time_to_target_target
-    q = "Does batch size matter at equal training time?"
-    if target is None:
-        return Answer(q, "Cannot tell: no finished trial to set a level of the metric by.", "Batch-size effects")
-    rows = [b for b in r.batch_sizes if b.best_trial is not None]
-    reach = [b for b in rows if math.isfinite(b.time_to_target_s)]
-    if len(rows) < 2:
-        return Answer(q, f"Cannot tell: finished trials at {len(rows)} batch size(s).", "Batch-size effects")
-    never = [str(b.batch_size) for b in rows if not math.isfinite(b.time_to_target_s)]
-    if not reach:
-        return Answer(q, f"No batch size reached {m} {target:.4g}.", "Batch-size effects")
-    fastest = min(reach, key=lambda b: b.time_to_target_s)
-    per = ", ".join(f"{b.batch_size}: {b.time_to_target_s:.3g} s" for b in reach)
-    text = f"Batch {fastest.batch_size} reaches {m} {target:.4g} soonest. Training seconds to get there: {per}"
-    text += f"; never within their runs: {', '.join(never)}." if never else "."
-    return Answer(q, text, "Batch-size effects")
+    reach = [b for b in r.batch_sizes if b.best_trial is not None and math.isfinite(b.time_to_target_s)]
+    if target is not None and reach:
+        fastest = min(reach, key=lambda b: b.time_to_target_s)
+        text += f" Batch {fastest.batch_size} reaches {m} {target:.4g} soonest ({fastest.time_to_target_s:.3g} s)."
+    return Answer(q, text, "Batch sizes at equal training")
 
 
 def _t975(dof: int) -> float:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["FIGURE_IDS", "Published", "make_dashboard_server", "publish_report"]
 
 #: The ids of the figures saved on a study; fixed, so a resumed study's figures are replaced.
-FIGURE_IDS = {"front": "bstune-front", "batch_sizes": "bstune-batch-sizes"}
+FIGURE_IDS = {"front": "bstune-front", "batch_sizes": "bstune-batch-sizes", "examples": "bstune-equal-examples"}
 
 #: The study user attribute that remembers where the study's artifacts are.
 ARTIFACT_DIR_ATTR = "artifact_dir"
@@ -67,7 +67,7 @@ def publish_report(
     """
     from optuna_dashboard import save_note, save_plotly_graph_object
 
-    from bstune.analysis._plotly import batch_size_figure, front_figure
+    from bstune.analysis._plotly import batch_size_figure, equal_training_figure, front_figure
 
     report = report if report is not None else analyze(study)
     if console is not None:
@@ -81,6 +81,7 @@ def publish_report(
         ids = [
             save_plotly_graph_object(study, front_figure(report), graph_object_id=FIGURE_IDS["front"]),
             save_plotly_graph_object(study, batch_size_figure(report), graph_object_id=FIGURE_IDS["batch_sizes"]),
+            save_plotly_graph_object(study, equal_training_figure(report), graph_object_id=FIGURE_IDS["examples"]),
         ]
         artifacts: dict[str, str] = {}
         if artifact_dir is not None:

@@ -96,12 +96,36 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
         front_section = (f"Pareto front: {r.time_label} against {r.metric_label} (every curve point, pruned trials "
                          "included; consecutive points of a trial joined)",
                          ["trial", "seconds", m, "points", "batch", "learning rate", "state"], anytime)
+    eq_section: tuple[str, list[str], list[list[str]]] = ("Batch sizes at equal training", [], [])
+    eq = r.equal_footing
+    if eq is not None:
+        ex, st, ts = f"{eq.examples:,.0f} examples", f"{eq.steps:,.0f} steps", f"{_f(eq.time_s, '.3g')} s"
+        eq_section = (
+            f"Batch sizes at equal training: the best finished trial of each, its {m} after the same examples "
+            "seen, optimizer steps and training time (the most every one of them reached)",
+            ["batch", "trial", f"{m} at {ex}", f"{m} at {st}", f"{m} at {ts}"],
+            [[str(x.batch_size), f"#{x.trial}", _f(x.at_examples), _f(x.at_steps), _f(x.at_time)] for x in eq.rows],
+        )
+    value = f"s to {m} {_f(r.target, 'g')}" if r.mode == "target" else m
+    confirmed = [
+        [f"#{c.trial}", str(c.batch_size) if c.batch_size is not None else "-", _lr(c.learning_rate),
+         str(c.epochs) if c.epochs is not None else "-",
+         f"{len(c.values)}" + (f" (+{c.missed} missed)" if c.missed else ""), _f(c.mean), _f(c.std),
+         f"{_f(min(c.values))} - {_f(max(c.values))}",
+         "best" if c.within_noise is None else "within noise" if c.within_noise else "behind"]
+        for c in r.confirmations
+    ]
     return [
+        ("Confirmed configurations: each trained again with other seeds; mean and spread (standard deviation) "
+         "of the runs, and whether the difference to the best mean is within two standard errors",
+         ["trial", "batch", "learning rate", "epochs", "runs", f"mean {value}", "spread", "min - max", "against the best"],
+         confirmed),
         front_section,
         ("Recommendation per budget (best finished trial within it, else the best curve by then)",
          ["budget s", "from", "trial", "batch", "learning rate", "epochs", m, "took s", f"anytime {m}"], recs),
         ("Batch-size effects", ["batch", "trials", "finished", f"best {m}", "trial", "its learning rate", tt, "samples/s"],
          batches),
+        eq_section,
         ("Parameter importance", ["parameter", "importance"], imp),
     ]
 
@@ -134,6 +158,8 @@ def _markdown(r: Report) -> str:
     if r.answers:
         out += ["## Answers", ""] + [f"- **{a.question}** {a.answer} *({a.evidence})*" for a in r.answers] + [""]
     for title, header, rows in _sections(r):
+        if not rows and title.startswith(("Confirmed", "Batch sizes at equal")):
+            continue  # sections that exist only once there is something to show
         out += [f"## {title}", ""]
         if not rows:
             out += ["(none)", ""]
@@ -150,7 +176,8 @@ def _markdown(r: Report) -> str:
 _CSV_COLUMNS = (
     "section", "trial", "budget_s", "time_s", "metric", "batch_size", "learning_rate", "epochs",
     "epochs_done", "state", "n_trials", "n_finished", "time_to_target_s", "throughput", "anytime_metric",
-    "anytime_trial", "basis", "parameter", "importance", "message",
+    "anytime_trial", "basis", "parameter", "importance", "message", "at_examples", "at_steps", "at_time",
+    "runs", "mean", "std", "within_noise",
 )
 
 
@@ -174,6 +201,13 @@ def _csv(r: Report) -> str:
         d = b._asdict()
         d["metric"], d["trial"], d["learning_rate"] = d.pop("best_metric"), d.pop("best_trial"), d.pop("best_learning_rate")
         put("batch_size", d)
+    for c in r.confirmations:
+        put("confirmation", {"trial": c.trial, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
+                             "epochs": c.epochs, "runs": " ".join(str(n) for n in c.runs), "mean": c.mean,
+                             "std": c.std, "within_noise": "" if c.within_noise is None else c.within_noise})
+    if r.equal_footing is not None:
+        for row in r.equal_footing.rows:
+            put("equal_footing", row._asdict())
     for k, v in r.importance.items():
         put("importance", {"parameter": k, "importance": v})
     for m in r.messages:

@@ -20,6 +20,7 @@ __all__ = ["batch_size_figure", "curves_figure", "figures", "front_figure", "imp
 _GREY = "rgba(140,140,140,0.55)"
 _FRONT = "#d62728"
 _ANYTIME = "#1f77b4"
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def _hover(s: TrialSummary) -> str:
@@ -185,6 +186,37 @@ def batch_size_figure(report: Report) -> go.Figure:
     return fig
 
 
+def equal_training_figure(report: Report, axis: str = "examples") -> go.Figure:
+    """The best finished trial of each batch size against examples seen (``axis="examples"``) or
+    optimizer steps (``"steps"``), with the common amount the report compares them at."""
+    if axis not in ("examples", "steps"):
+        raise ValueError(f"axis must be 'examples' or 'steps'; got {axis!r}")
+    eq = report.equal_footing
+    what = "training examples seen" if axis == "examples" else "optimizer steps (examples seen / batch size)"
+    fig = go.Figure()
+    if eq is not None:
+        by_number = {s.number: s for s in report.trials}
+        for i, row in enumerate(eq.rows):
+            s = by_number[row.trial]
+            xs = list(s.curve_samples) if axis == "examples" else [x / row.batch_size for x in s.curve_samples]
+            fig.add_trace(go.Scatter(
+                x=xs, y=[m if math.isfinite(m) else None for m in s.curve_metric], mode="lines+markers",
+                name=f"batch {row.batch_size} (#{row.trial})", text=[_hover(s)] * len(xs), hoverinfo="text+x+y",
+                line={"color": _PALETTE[i % len(_PALETTE)]},
+            ))
+        at = eq.examples if axis == "examples" else eq.steps
+        fig.add_vline(x=at, line={"color": "black", "dash": "dash"},
+                      annotation_text=f"compared at {at:,.0f}", annotation_position="top left")
+    fig.update_layout(
+        title=f"{report.metric_label} against {what}: the best trial of each batch size ({report.study_name})",
+        xaxis_title=what, yaxis_title=report.metric_label, template="plotly_white", height=450,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    if eq is None:
+        _empty(fig, "needs finished trials at two batch sizes or more")
+    return fig
+
+
 def importance_figure(report: Report) -> go.Figure:
     """Parameter importance as horizontal bars."""
     items = sorted(report.importance.items(), key=lambda kv: kv[1])
@@ -197,11 +229,13 @@ def importance_figure(report: Report) -> go.Figure:
 
 
 def figures(report: Report) -> dict[str, go.Figure]:
-    """All figures by name: front, curves, batch_sizes, importance."""
+    """All figures by name: front, curves, batch_sizes, examples, steps, importance."""
     return {
         "front": front_figure(report),
         "curves": curves_figure(report),
         "batch_sizes": batch_size_figure(report),
+        "examples": equal_training_figure(report, "examples"),
+        "steps": equal_training_figure(report, "steps"),
         "importance": importance_figure(report),
     }
 
@@ -217,10 +251,15 @@ def write_html(report: Report, path: str | Path) -> Path:
         f"<h1>bstune report: {html.escape(report.study_name)}</h1>",
     ]
     parts += [f"<p>{html.escape(line)}</p>" for line in _headline(report)]
+    if report.answers:
+        parts.append("<h2>Answers</h2><ul>")
+        parts += [f"<li><b>{html.escape(a.question)}</b> {html.escape(a.answer)} <em>({html.escape(a.evidence)})</em></li>"
+                  for a in report.answers]
+        parts.append("</ul>")
     parts += [f"<p><em>note: {html.escape(m)}</em></p>" for m in report.messages]
     first = True
     figs = figures(report)
-    order = ["front", "recommendations", "curves", "batch_sizes", "importance"]
+    order = ["front", "recommendations", "curves", "batch_sizes", "examples", "steps", "importance"]
     sections = {title: (header, rows) for title, header, rows in _sections(report)}
     for name in order:
         if name == "recommendations":

@@ -67,6 +67,7 @@ class TrialSummary(NamedTuple):
     feasible: bool
     curve_time_s: tuple[float, ...]
     curve_metric: tuple[float, ...]
+    curve_samples: tuple[float, ...] = ()
 
 
 class FrontPoint(NamedTuple):
@@ -119,6 +120,51 @@ class BatchSizeRow(NamedTuple):
     throughput: float | None
 
 
+class Confirmation(NamedTuple):
+    """A configuration trained with several seeds: its first trial and the runs that repeat it.
+
+    ``values`` are each run's value (the best metric in budget mode; the seconds to the target in
+    target mode, where runs that missed it are counted in ``missed``). ``std`` is the sample
+    standard deviation. Against the best mean, another configuration is ``within_noise`` when the
+    difference of means is at most two standard errors of it (variances pooled); the best has None.
+    """
+
+    trial: int
+    batch_size: int | None
+    learning_rate: float | None
+    epochs: int | None
+    runs: tuple[int, ...]
+    values: tuple[float, ...]
+    mean: float
+    std: float
+    missed: int
+    within_noise: bool | None
+
+
+class EqualFootingRow(NamedTuple):
+    """One batch size's best finished trial, read off its curve at the common amounts of training."""
+
+    batch_size: int
+    trial: int
+    at_examples: float
+    at_steps: float
+    at_time: float
+
+
+class EqualFooting(NamedTuple):
+    """Batch sizes compared at the same training examples seen, optimizer steps and training time.
+
+    Each amount is the most that every compared curve reached (the smallest of their ends), and the
+    metric is interpolated linearly between the evaluations around it. Steps are examples seen /
+    batch size: at equal steps a larger batch has seen more examples, at equal examples fewer steps.
+    """
+
+    examples: float | None
+    steps: float | None
+    time_s: float | None
+    rows: list[EqualFootingRow]
+
+
 class ScalingFit(NamedTuple):
     """``learning_rate = coefficient * batch_size ** exponent``, fitted on the best trial of each
     batch size by least squares in log space (1 = linear scaling, 0.5 = square root)."""
@@ -161,6 +207,8 @@ class Report:
     importance: dict[str, float]
     messages: list[str] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
+    equal_footing: EqualFooting | None = None
+    confirmations: list[Confirmation] = field(default_factory=list)
 
     @property
     def maximize(self) -> bool:
@@ -204,7 +252,13 @@ class Report:
             "trials": [_trial_dict(t, curves) for t in self.trials],
             "messages": self.messages,
             "answers": [a._asdict() for a in self.answers],
+            "equal_footing": None,
+            "confirmations": [c._asdict() for c in self.confirmations],
         }
+        if self.equal_footing is not None:
+            eq = self.equal_footing._asdict()
+            eq["rows"] = [r._asdict() for r in self.equal_footing.rows]
+            out["equal_footing"] = eq
         if self.lr_scaling is not None:
             fit = self.lr_scaling._asdict()
             fit["batch_sizes"] = list(fit["batch_sizes"])
@@ -218,8 +272,9 @@ def _trial_dict(t: TrialSummary, curves: bool) -> dict[str, Any]:
     if curves:
         d["curve_time_s"] = list(t.curve_time_s)
         d["curve_metric"] = list(t.curve_metric)
+        d["curve_samples"] = list(t.curve_samples)
     else:
-        del d["curve_time_s"], d["curve_metric"]
+        del d["curve_time_s"], d["curve_metric"], d["curve_samples"]
     return d
 
 
@@ -290,6 +345,7 @@ def _summarize(t: optuna.trial.FrozenTrial, clock: str, maximize: bool, budget_m
         feasible=is_feasible(t),
         curve_time_s=times,
         curve_metric=metrics,
+        curve_samples=tuple(float(p.samples_seen) for p in curve),
     )
 
 
@@ -512,6 +568,9 @@ def analyze(
         importance=imp,
         messages=messages,
     )
+    report.equal_footing = _equal_footing(summaries, rows)
+    report.confirmations = _confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
+                                          target_mode=not budget_mode)
     probe = attrs.get("probe")
     report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)
     return report
@@ -599,3 +658,88 @@ def _batch_sizes(
             )
         )
     return rows, target
+
+
+def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """``ys`` at ``x``, linear between the points around it (``xs`` ascending); NaN outside them.
+
+    >>> interpolate([1.0, 3.0], [0.5, 0.7], 2.0), interpolate([1.0, 3.0], [0.5, 0.7], 4.0)
+    (0.6, nan)
+    """
+    pts = [(a, b) for a, b in zip(xs, ys, strict=True) if math.isfinite(a) and math.isfinite(b)]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else round(y0 + (y1 - y0) * (x - x0) / (x1 - x0), 12)
+    if pts and (pts[-1][0] == x or (len(pts) == 1 and pts[0][0] == x)):
+        return pts[-1][1]
+    return math.nan
+
+
+def _equal_footing(summaries: list[TrialSummary], rows: list[BatchSizeRow]) -> EqualFooting | None:
+    """The best finished trial of each batch size at equal examples, steps and time (two or more sizes)."""
+    by_number = {s.number: s for s in summaries}
+    best = [by_number[r.best_trial] for r in rows if r.best_trial is not None]
+    best = [s for s in best if s.batch_size and s.curve_samples and any(x > 0 for x in s.curve_samples)]
+    if len(best) < 2:
+        return None
+    steps = {s.number: [x / s.batch_size for x in s.curve_samples] for s in best}  # type: ignore[operator]
+    examples_at = min(max(s.curve_samples) for s in best)
+    steps_at = min(max(steps[s.number]) for s in best)
+    time_at = min(max(t for t in s.curve_time_s if math.isfinite(t)) for s in best)
+    out = [
+        EqualFootingRow(
+            batch_size=s.batch_size,  # type: ignore[arg-type]
+            trial=s.number,
+            at_examples=interpolate(s.curve_samples, s.curve_metric, examples_at),
+            at_steps=interpolate(steps[s.number], s.curve_metric, steps_at),
+            at_time=interpolate(s.curve_time_s, s.curve_metric, time_at),
+        )
+        for s in best
+    ]
+    return EqualFooting(examples=examples_at, steps=steps_at, time_s=time_at, rows=out)
+
+
+def _confirmations(
+    trials: Sequence[optuna.trial.FrozenTrial], summaries: list[TrialSummary], *, maximize: bool, target_mode: bool
+) -> list[Confirmation]:
+    """Configurations with confirmation runs (user attribute ``confirms``), best mean first."""
+    from bstune.study import CONFIRMS_ATTR
+
+    by_number = {t.number: t for t in trials}
+    summary = {s.number: s for s in summaries}
+    groups: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        first = t.user_attrs.get(CONFIRMS_ATTR)
+        if isinstance(first, int) and first in by_number and t.state == optuna.trial.TrialState.COMPLETE:
+            groups.setdefault(first, [by_number[first]]).append(t)
+    raw = []
+    for first, group in groups.items():
+        values: list[float] = []
+        missed = 0
+        for t in group:
+            if t.value is None or not math.isfinite(t.value):
+                continue
+            if target_mode and not t.user_attrs.get("reached_target", False):
+                missed += 1
+                continue
+            values.append(float(t.value))
+        if not values:
+            continue
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
+        raw.append((first, tuple(t.number for t in group), tuple(values), mean, std, missed))
+    if not raw:
+        return []
+    raw.sort(key=lambda r: -r[3] if maximize else r[3])
+    variances = [r[4] ** 2 for r in raw if math.isfinite(r[4])]
+    pooled = statistics.fmean(variances) if variances else math.nan
+    best_n, best_mean = len(raw[0][2]), raw[0][3]
+    out = []
+    for i, (first, numbers, vals, mean, std, missed) in enumerate(raw):
+        within: bool | None = None
+        if i > 0:
+            se = math.sqrt(pooled * (1 / best_n + 1 / len(vals))) if math.isfinite(pooled) else math.nan
+            within = bool(math.isfinite(se) and abs(mean - best_mean) <= 2 * se)
+        s = summary[first]
+        out.append(Confirmation(first, s.batch_size, s.learning_rate, s.epochs, numbers, vals, mean, std, missed, within))
+    return out

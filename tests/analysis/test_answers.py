@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 
 import optuna
@@ -62,7 +65,7 @@ def test_which_configuration_and_smaller_batches():
     study = _study([(32, 1e-3, 0.8), (64, 2e-3, 0.85), (128, 2.4e-3, 0.83)])
     text = _answer(study, "Which configuration")
     assert text.startswith("Use batch 64, learning rate 2.00e-03, 2 epochs (trial #1): accuracy 0.85.")
-    assert "runner-up, #2 (batch 128), reached 0.83, 0.02 lower" in text and "trained once" in text
+    assert "runner-up, #2 (batch 128), reached 0.83, 0.02 lower" in text and "from single runs" in text
     text = _answer(study, "Do smaller batches hurt")
     assert text.startswith("The smallest batch with a finished trial, 32, reached 0.8, 0.05 below the best (batch 64).")
     assert "32: 0.8, 64: 0.85, 128: 0.83" in text
@@ -79,3 +82,41 @@ def test_powers_of_two_against_their_neighbours_from_a_probe():
     assert "The largest batch that fits in memory is 256 (probe)." in _answer(study, "Do smaller batches hurt")
     no_probe = _study([(32, 1e-3, 0.8), (64, 2e-3, 0.85)])
     assert _answer(no_probe, "Do powers of two").startswith("Not measured")
+
+
+def _curve_study(curves: dict[int, list[tuple[float, int, float]]]) -> optuna.Study:
+    """A budget study with one finished trial per batch size and the given (train_s, samples, metric) curve."""
+    study = bstune.create_study(bstune.TimeBudget(10))
+    for b, points in curves.items():
+        curve = [CurvePoint(t, t + 1, n / 640, n, m, 1.0) for t, n, m in points]
+        attrs = {"batch_size": b, "learning_rate": 1e-3, "planned_epochs": 2, "train_s": points[-1][0],
+                 "stop_reason": "epochs", "curve": curve_to_attrs(curve)}
+        study.add_trial(optuna.trial.create_trial(value=max(m for *_, m in points), user_attrs=attrs,
+                                                  system_attrs={"constraints": [0.0]}))
+    return study
+
+
+def test_equal_examples_steps_and_time_against_a_hand_computation():
+    study = _curve_study({
+        32: [(2.0, 320, 0.6), (4.0, 640, 0.7), (8.0, 1280, 0.8)],     # steps 10, 20, 40
+        128: [(1.0, 512, 0.55), (3.0, 1536, 0.75), (5.0, 2560, 0.78)],  # steps 4, 12, 20
+    })
+    report = analyze(study, importance=False)
+    eq = report.equal_footing
+    # the most both reached: 1,280 examples (batch 32's end), 20 steps (batch 128's), 5 s (batch 128's)
+    assert (eq.examples, eq.steps, eq.time_s) == (1280, 20, 5.0)
+    b32, b128 = eq.rows
+    assert (b32.at_examples, b32.at_steps, b32.at_time) == (0.8, 0.7, 0.725)  # 0.7 + 0.1 * (5 - 4) / 4
+    assert b128.at_examples == 0.7  # 0.55 + 0.2 * (1280 - 512) / 1024
+    assert (b128.at_steps, b128.at_time) == (0.78, 0.78)
+    md = format_report(report, "markdown")
+    assert "| 32 | #0 | 0.8000 | 0.7000 | 0.7250 |" in md and "| 128 | #1 | 0.7000 | 0.7800 | 0.7800 |" in md
+    assert "accuracy at 1,280 examples | accuracy at 20 steps | accuracy at 5 s" in md
+    rows = [r for r in csv.DictReader(io.StringIO(format_report(report, "csv"))) if r["section"] == "equal_footing"]
+    assert [(r["batch_size"], float(r["at_examples"]), float(r["at_steps"])) for r in rows] == [
+        ("32", 0.8, 0.7), ("128", 0.7, 0.78)]
+    data = json.loads(format_report(report, "json"))["equal_footing"]
+    assert data["examples"] == 1280 and [r["at_time"] for r in data["rows"]] == [0.725, 0.78]
+    text = _answer(study, "Does batch size matter at equal")
+    assert text.startswith("At 1,280 examples seen, batch 32 leads with 0.8 (accuracy spans 0.1 across 2 batch sizes); "
+                           "at 20 steps, batch 128 leads with 0.78")

@@ -64,7 +64,8 @@ def test_markdown_opens_with_answers_then_one_front(report: Report) -> None:
     md = format_report(report, "markdown")
     assert md.startswith(f"# bstune report: {report.study_name}\n")
     titles = [t.split(":")[0].split(" (")[0] for t in re.findall(r"^## (.+)$", md, re.M)]
-    assert titles == ["Answers", "Pareto front", "Recommendation per budget", "Batch-size effects", "Parameter importance"]
+    assert titles == ["Answers", "Pareto front", "Recommendation per budget", "Batch-size effects",
+                      "Batch sizes at equal training", "Parameter importance"]
     # budget mode: the one front is the anytime front (every trial trains for the budget)
     assert "## Pareto front: training time (s) against validation accuracy (every curve point" in md
     last = report.anytime_front[-1]

@@ -13,8 +13,9 @@ from .conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Attributes that describe the built-in trainer's own loop (its AMP, compile and fused-optimizer
-#: switches, and whether it put the data set on the device): a framework's loop has none of them.
-BUILTIN_LOOP_ONLY = {"amp", "compiled", "data_on_device", "fused_optimizer"}
+#: switches, whether it put the data set on the device, the seed it chose): a framework's loop, seeded
+#: by the user's script, has none of them.
+BUILTIN_LOOP_ONLY = {"amp", "compiled", "data_on_device", "fused_optimizer", "seed"}
 
 
 def _study(cli, script: str, name: str, *extra: str) -> optuna.Study:
