@@ -73,6 +73,10 @@ def test_mean_spread_and_noise_against_a_hand_computation():
     assert answer.startswith("Use batch 32, learning rate 1.00e-03, 3 epochs (trial #0): mean accuracy 0.88 ± 0.02 over 3 seeds.")
     assert "Within noise of it (less than two standard errors apart): #1 (batch 64" in answer
     assert "Behind it by more than the noise: #2" in answer
+    (smaller,) = [x.answer for x in report.answers if x.question.startswith("Do smaller batches")]
+    sd = math.sqrt(pooled)  # 0.0173; a difference of two single runs: 2 * sd * sqrt(2) = 0.049
+    assert f"standard deviation {sd:.2g}, so a gap below about {2 * sd * math.sqrt(2):.2g}" in smaller
+    assert "these bests span 0.18, beyond it" in smaller  # 0.90 (batch 32) against 0.72 (batch 128)
     md = format_report(report, "markdown")
     assert "| #0 | 32 | 1.00e-03 | 3 | 3 | 0.8800 | 0.0200 | 0.8600 - 0.9000 | best |" in md
     assert "| #1 | 64 | 2.00e-03 | 3 | 3 | 0.8600 | 0.0100 | 0.8500 - 0.8700 | within noise |" in md

@@ -112,13 +112,13 @@ def _smaller_batches(r: Report, probe: dict[str, Any] | None) -> Answer:
         )
     noise = ""
     sd = seed_noise(r)
-    if sd is not None and smallest.batch_size != best.batch_size:
-        gap = abs(best.best_metric - smallest.best_metric)
+    if sd is not None:
+        spread = max(b.best_metric for b in rows) - min(b.best_metric for b in rows)
         band = 2 * sd * math.sqrt(2)  # two standard deviations of a difference between two single runs
         noise = (f" Seed noise, measured on the confirmed configurations: standard deviation {sd:.2g}, so a gap "
-                 f"below about {band:.2g} between two single runs is within noise; this one, {gap:.2g}, is "
-                 f"{'within' if gap <= band else 'beyond'} it.")
-    elif sd is None:
+                 f"below about {band:.2g} between two single runs is within noise; these bests span {spread:.2g}, "
+                 f"{'within' if spread <= band else 'beyond'} it.")
+    else:
         noise = " Seed noise is not measured yet (--confirm K trains the best again with other seeds)."
     return Answer(q, f"{verdict} Best {m} per batch size, one run each at its best learning rate: {per}.{fits}{noise}",
                   "Batch-size effects")

@@ -31,7 +31,14 @@ if TYPE_CHECKING:
 __all__ = ["FIGURE_IDS", "Published", "make_dashboard_server", "publish_report"]
 
 #: The ids of the figures saved on a study; fixed, so a resumed study's figures are replaced.
-FIGURE_IDS = {"front": "bstune-front", "batch_sizes": "bstune-batch-sizes", "examples": "bstune-equal-examples"}
+FIGURE_IDS = {
+    "front": "bstune-front",
+    "batch_best": "bstune-batch-best",
+    "batch_time": "bstune-batch-time",
+    "batch_lr": "bstune-batch-lr",
+    "batch_throughput": "bstune-batch-throughput",
+    "examples": "bstune-equal-examples",
+}
 
 #: The study user attribute that remembers where the study's artifacts are.
 ARTIFACT_DIR_ATTR = "artifact_dir"
@@ -67,7 +74,7 @@ def publish_report(
     """
     from optuna_dashboard import save_note, save_plotly_graph_object
 
-    from bstune.analysis._plotly import batch_size_figure, equal_training_figure, front_figure
+    from bstune.analysis._plotly import figures
 
     report = report if report is not None else analyze(study)
     if console is not None:
@@ -78,11 +85,8 @@ def publish_report(
         if mode is not None and not study.metric_names:
             study.set_metric_names([mode.value_name])
         save_note(study, format_report(report, "markdown"))
-        ids = [
-            save_plotly_graph_object(study, front_figure(report), graph_object_id=FIGURE_IDS["front"]),
-            save_plotly_graph_object(study, batch_size_figure(report), graph_object_id=FIGURE_IDS["batch_sizes"]),
-            save_plotly_graph_object(study, equal_training_figure(report), graph_object_id=FIGURE_IDS["examples"]),
-        ]
+        figs = figures(report)
+        ids = [save_plotly_graph_object(study, figs[name], graph_object_id=gid) for name, gid in FIGURE_IDS.items()]
         artifacts: dict[str, str] = {}
         if artifact_dir is not None:
             artifacts = _upload(study, report, Path(artifact_dir))

@@ -10,12 +10,14 @@ import math
 from pathlib import Path
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from bstune.analysis._format import _headline, _sections
 from bstune.analysis._report import Report, TrialSummary
 
-__all__ = ["batch_size_figure", "curves_figure", "figures", "front_figure", "importance_figure", "write_html"]
+__all__ = [
+    "batch_size_figures", "curves_figure", "equal_training_figure", "figures", "front_figure", "importance_figure",
+    "write_html",
+]
 
 _GREY = "rgba(140,140,140,0.55)"
 _FRONT = "#d62728"
@@ -34,6 +36,11 @@ def _log2_axis(values: list[int]) -> dict[str, object]:
     lo, hi = int(math.log2(min(values))), int(math.ceil(math.log2(max(values))))
     ticks = [2**k for k in range(lo, hi + 1)]
     return {"type": "log", "tickvals": ticks, "ticktext": [str(t) for t in ticks]}
+
+
+def _title(text: str, study_name: str) -> dict[str, object]:
+    """A figure title that fits a dashboard card: the question, then the study's name on a small line."""
+    return {"text": f"{text}<br><span style='font-size:11px'>{html.escape(study_name)}</span>", "font": {"size": 15}}
 
 
 def _empty(fig: go.Figure, text: str) -> go.Figure:
@@ -91,7 +98,7 @@ def front_figure(report: Report) -> go.Figure:
             )
         )
     fig.update_layout(
-        title=f"Pareto front: {report.metric_label} against {report.time_label} ({report.study_name})",
+        title=_title(f"Pareto front: {report.metric_label} against {report.time_label}", report.study_name),
         xaxis_title=report.time_label, yaxis_title=report.metric_label, template="plotly_white",
         legend={"orientation": "h", "y": -0.2},
     )
@@ -129,61 +136,87 @@ def curves_figure(report: Report) -> go.Figure:
     return fig
 
 
-def batch_size_figure(report: Report) -> go.Figure:
-    """Four panels against batch size (log2 axis): best metric, time to target, learning rate of the
-    best trials with the fitted exponent, and throughput."""
-    tt = report.time_to_target_target
-    fig = make_subplots(
-        rows=2, cols=2, horizontal_spacing=0.12, vertical_spacing=0.16,
-        subplot_titles=(
-            f"best {report.metric_label}",
-            f"{report.time_label.split(' (')[0]} to {report.metric_name} {tt:.4g}" if tt is not None else "time to target",
-            "learning rate (best trial per batch size)",
-            "throughput",
-        ),
-    )
-    rows = report.batch_sizes
-    trials = [s for s in report.trials if s.batch_size]
-    done = [s for s in trials if s.state == "complete" and math.isfinite(s.metric)]
+def _batch_layout(fig: go.Figure, report: Report, title: str, y_title: str, *, log_y: bool = False,
+                  empty: str | None = None) -> go.Figure:
+    """One question per figure, sized for a dashboard card: legend below the plot, one-line title."""
+    fig.update_xaxes(title_text="batch size (log2 scale)", **_log2_axis([r.batch_size for r in report.batch_sizes]))
+    fig.update_yaxes(title_text=y_title, **({"type": "log"} if log_y else {}))
+    fig.update_layout(title=_title(title, report.study_name), template="plotly_white", height=420,
+                      margin={"t": 60, "b": 40, "l": 70, "r": 20},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0})
+    if empty is not None:
+        _empty(fig, empty)
+    return fig
+
+
+def batch_best_figure(report: Report) -> go.Figure:
+    """Do smaller batches hurt? Every finished trial's metric, and the best per batch size."""
+    fig = go.Figure()
+    done = [s for s in report.trials if s.batch_size and s.state == "complete" and math.isfinite(s.metric)]
     fig.add_trace(go.Scatter(x=[s.batch_size for s in done], y=[s.metric for s in done], mode="markers",
                              marker={"color": _GREY}, name="finished trials", text=[_hover(s) for s in done],
-                             hoverinfo="text+y"), 1, 1)
-    best = [r for r in rows if math.isfinite(r.best_metric)]
+                             hoverinfo="text+y"))
+    best = [r for r in report.batch_sizes if math.isfinite(r.best_metric)]
     fig.add_trace(go.Scatter(x=[r.batch_size for r in best], y=[r.best_metric for r in best], mode="lines+markers",
-                             marker={"color": _FRONT}, name="best per batch size"), 1, 1)
-    hit = [r for r in rows if math.isfinite(r.time_to_target_s)]
-    fig.add_trace(go.Scatter(x=[r.batch_size for r in hit], y=[r.time_to_target_s for r in hit], mode="lines+markers",
-                             marker={"color": _ANYTIME}, name="fastest to target"), 1, 2)
-    with_lr = [s for s in trials if s.learning_rate]
+                             marker={"color": _FRONT}, name="best per batch size"))
+    return _batch_layout(fig, report, f"Best {report.metric_label} per batch size",
+                         report.metric_label, empty=None if done else "no finished trial yet")
+
+
+def batch_time_figure(report: Report) -> go.Figure:
+    """Which batch size gets there first? Training time to a level of the metric per batch size."""
+    tt = report.time_to_target_target
+    hit = [r for r in report.batch_sizes if math.isfinite(r.time_to_target_s)]
+    fig = go.Figure(go.Scatter(x=[r.batch_size for r in hit], y=[r.time_to_target_s for r in hit],
+                               mode="lines+markers", marker={"color": _ANYTIME}, name="fastest trial"))
+    level = f"{report.metric_name} {tt:.4g}" if tt is not None else "the target"
+    return _batch_layout(fig, report, f"{report.time_label.split(' (')[0].capitalize()} to {level} per batch size",
+                         "seconds (log scale)", log_y=True,
+                         empty=None if hit else f"no trial reached {level}")
+
+
+def batch_lr_figure(report: Report) -> go.Figure:
+    """Does the learning rate follow the batch size? Every trial's rate, the best ones and the fit."""
+    fig = go.Figure()
+    with_lr = [s for s in report.trials if s.batch_size and s.learning_rate]
     fig.add_trace(go.Scatter(x=[s.batch_size for s in with_lr], y=[s.learning_rate for s in with_lr], mode="markers",
-                             marker={"color": _GREY, "size": 5}, name="all trials", showlegend=False,
-                             text=[_hover(s) for s in with_lr], hoverinfo="text"), 2, 1)
+                             marker={"color": _GREY, "size": 5}, name="all trials",
+                             text=[_hover(s) for s in with_lr], hoverinfo="text"))
     fit = report.lr_scaling
     if fit is not None:
         fig.add_trace(go.Scatter(x=list(fit.batch_sizes), y=list(fit.learning_rates), mode="markers",
                                  marker={"color": _FRONT, "size": 10, "symbol": "diamond"},
-                                 name="best trial per batch size"), 2, 1)
+                                 name="best trial per batch size"))
         xs = sorted(set(fit.batch_sizes))
         xs = [xs[0], xs[-1]]
-        fig.add_trace(go.Scatter(x=xs, y=[fit.predict(x) for x in xs], mode="lines", line={"color": "black", "dash": "dash"},
-                                 name=f"fit: lr ~ B^{fit.exponent:.2f}"), 2, 1)
-    thr = [s for s in trials if s.throughput]
+        fig.add_trace(go.Scatter(x=xs, y=[fit.predict(x) for x in xs], mode="lines",
+                                 line={"color": "black", "dash": "dash"}, name=f"fit: lr ~ B^{fit.exponent:.2f}"))
+    return _batch_layout(fig, report, "Learning rate against batch size",
+                         "learning rate (log scale)", log_y=True, empty=None if with_lr else "no trial yet")
+
+
+def batch_throughput_figure(report: Report) -> go.Figure:
+    """Do larger batches run faster here? Samples per second of every trial and the median."""
+    fig = go.Figure()
+    thr = [s for s in report.trials if s.batch_size and s.throughput]
     fig.add_trace(go.Scatter(x=[s.batch_size for s in thr], y=[s.throughput for s in thr], mode="markers",
-                             marker={"color": _GREY, "size": 5}, showlegend=False, name="trial throughput"), 2, 2)
-    med = [r for r in rows if r.throughput]
+                             marker={"color": _GREY, "size": 5}, name="trials"))
+    med = [r for r in report.batch_sizes if r.throughput]
     fig.add_trace(go.Scatter(x=[r.batch_size for r in med], y=[r.throughput for r in med], mode="lines+markers",
-                             marker={"color": "#2ca02c"}, name="median throughput"), 2, 2)
-    axis = _log2_axis([r.batch_size for r in rows])
-    for r_, c_ in ((1, 1), (1, 2), (2, 1), (2, 2)):
-        fig.update_xaxes(title_text="batch size (log2 scale)", row=r_, col=c_, **axis)
-    fig.update_yaxes(title_text=report.metric_label, row=1, col=1)
-    fig.update_yaxes(title_text="seconds (log scale)", type="log", row=1, col=2)
-    fig.update_yaxes(title_text="learning rate (log scale)", type="log", row=2, col=1)
-    fig.update_yaxes(title_text="samples/s (log scale)", type="log", row=2, col=2)
-    fig.update_layout(title=f"Batch-size effects ({report.study_name})", template="plotly_white", height=750)
-    if not rows:
-        _empty(fig, "no trial with a batch size yet")
-    return fig
+                             marker={"color": "#2ca02c"}, name="median per batch size"))
+    return _batch_layout(fig, report, "Training throughput per batch size",
+                         "samples/s (log scale)", log_y=True, empty=None if thr else "no throughput measured yet")
+
+
+def batch_size_figures(report: Report) -> dict[str, go.Figure]:
+    """The batch-size effects, one question per figure: best metric, time to a level, learning rate
+    (with the fitted exponent), throughput."""
+    return {
+        "batch_best": batch_best_figure(report),
+        "batch_time": batch_time_figure(report),
+        "batch_lr": batch_lr_figure(report),
+        "batch_throughput": batch_throughput_figure(report),
+    }
 
 
 def equal_training_figure(report: Report, axis: str = "examples") -> go.Figure:
@@ -208,9 +241,10 @@ def equal_training_figure(report: Report, axis: str = "examples") -> go.Figure:
         fig.add_vline(x=at, line={"color": "black", "dash": "dash"},
                       annotation_text=f"compared at {at:,.0f}", annotation_position="top left")
     fig.update_layout(
-        title=f"{report.metric_label} against {what}: the best trial of each batch size ({report.study_name})",
-        xaxis_title=what, yaxis_title=report.metric_label, template="plotly_white", height=450,
-        legend={"orientation": "h", "y": -0.2},
+        title=_title(f"Best trial per batch size against {'examples seen' if axis == 'examples' else 'optimizer steps'}",
+                     report.study_name),
+        xaxis_title=what, yaxis_title=report.metric_label, template="plotly_white", height=420,
+        margin={"t": 60, "b": 40, "l": 70, "r": 20}, legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
     )
     if eq is None:
         _empty(fig, "needs finished trials at two batch sizes or more")
@@ -229,11 +263,12 @@ def importance_figure(report: Report) -> go.Figure:
 
 
 def figures(report: Report) -> dict[str, go.Figure]:
-    """All figures by name: front, curves, batch_sizes, examples, steps, importance."""
+    """All figures by name: front, curves, batch_best, batch_time, batch_lr, batch_throughput,
+    examples, steps, importance."""
     return {
         "front": front_figure(report),
         "curves": curves_figure(report),
-        "batch_sizes": batch_size_figure(report),
+        **batch_size_figures(report),
         "examples": equal_training_figure(report, "examples"),
         "steps": equal_training_figure(report, "steps"),
         "importance": importance_figure(report),
@@ -259,7 +294,8 @@ def write_html(report: Report, path: str | Path) -> Path:
     parts += [f"<p><em>note: {html.escape(m)}</em></p>" for m in report.messages]
     first = True
     figs = figures(report)
-    order = ["front", "recommendations", "curves", "batch_sizes", "examples", "steps", "importance"]
+    order = ["front", "recommendations", "curves", "batch_best", "batch_time", "batch_lr", "batch_throughput",
+             "examples", "steps", "importance"]
     sections = {title: (header, rows) for title, header, rows in _sections(report)}
     for name in order:
         if name == "recommendations":

@@ -112,9 +112,11 @@ def test_html_is_self_contained(report: Report, tmp_path: Path) -> None:
     assert len(text) > 1_000_000
     assert not re.search(r"<script[^>]+src=", text)
     assert "<link" not in text and "<iframe" not in text
-    for div in ("bstune-front", "bstune-curves", "bstune-batch_sizes", "bstune-importance"):
+    for div in ("bstune-front", "bstune-curves", "bstune-batch_best", "bstune-batch_time", "bstune-batch_lr",
+                "bstune-batch_throughput", "bstune-examples", "bstune-steps", "bstune-importance"):
         assert f'id="{div}"' in text
     assert "Recommendation per budget" in text
+    assert "<h2>Answers</h2>" in text and "Which configuration gives the best accuracy" in text
 
 
 def test_png_pictures_are_written(report: Report, tmp_path: Path) -> None:
