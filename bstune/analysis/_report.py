@@ -33,7 +33,10 @@ from typing import Any, NamedTuple
 import optuna
 
 from bstune.analysis._answers import Answer, answer_questions
+from bstune.analysis._confirmations import Confirmation, confirmations
+from bstune.analysis._equal import EqualFooting, equal_footing
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
+from bstune.analysis._scaling import ScalingFit, fit_scaling
 from bstune.errors import BstuneError, invalid
 from bstune.objectives import Target, TimeBudget, mode_from_attrs
 from bstune.run import curve_from_attrs
@@ -118,66 +121,6 @@ class BatchSizeRow(NamedTuple):
     time_to_target_s: float
     time_to_target_trial: int | None
     throughput: float | None
-
-
-class Confirmation(NamedTuple):
-    """A configuration trained with several seeds: its first trial and the runs that repeat it.
-
-    ``values`` are each run's value (the best metric in budget mode; the seconds to the target in
-    target mode, where runs that missed it are counted in ``missed``). ``std`` is the sample
-    standard deviation. Against the best mean, another configuration is ``within_noise`` when the
-    difference of means is at most two standard errors of it (variances pooled); the best has None.
-    """
-
-    trial: int
-    batch_size: int | None
-    learning_rate: float | None
-    epochs: int | None
-    runs: tuple[int, ...]
-    values: tuple[float, ...]
-    mean: float
-    std: float
-    missed: int
-    within_noise: bool | None
-
-
-class EqualFootingRow(NamedTuple):
-    """One batch size's best finished trial, read off its curve at the common amounts of training."""
-
-    batch_size: int
-    trial: int
-    at_examples: float
-    at_steps: float
-    at_time: float
-
-
-class EqualFooting(NamedTuple):
-    """Batch sizes compared at the same training examples seen, optimizer steps and training time.
-
-    Each amount is the most that every compared curve reached (the smallest of their ends), and the
-    metric is interpolated linearly between the evaluations around it. Steps are examples seen /
-    batch size: at equal steps a larger batch has seen more examples, at equal examples fewer steps.
-    """
-
-    examples: float | None
-    steps: float | None
-    time_s: float | None
-    rows: list[EqualFootingRow]
-
-
-class ScalingFit(NamedTuple):
-    """``learning_rate = coefficient * batch_size ** exponent``, fitted on the best trial of each
-    batch size by least squares in log space (1 = linear scaling, 0.5 = square root)."""
-
-    exponent: float
-    coefficient: float
-    r2: float
-    stderr: float
-    batch_sizes: tuple[int, ...]
-    learning_rates: tuple[float, ...]
-
-    def predict(self, batch_size: float) -> float:
-        return self.coefficient * batch_size**self.exponent
 
 
 @dataclass
@@ -385,33 +328,6 @@ def _time_to(curve_t: Sequence[float], curve_m: Sequence[float], target: float, 
     return math.nan
 
 
-def _fit_scaling(batch_sizes: Sequence[int], lrs: Sequence[float]) -> ScalingFit | None:
-    pairs = [(b, lr) for b, lr in zip(batch_sizes, lrs, strict=True) if b > 0 and lr > 0 and math.isfinite(lr)]
-    if len({b for b, _ in pairs}) < 2:
-        return None
-    xs = [math.log(b) for b, _ in pairs]
-    ys = [math.log(lr) for _, lr in pairs]
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    k = sxy / sxx
-    a = my - k * mx
-    resid = [y - (a + k * x) for x, y in zip(xs, ys, strict=True)]
-    ss_res = sum(r * r for r in resid)
-    ss_tot = sum((y - my) ** 2 for y in ys)
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    stderr = math.sqrt(ss_res / (n - 2) / sxx) if n > 2 else math.nan
-    return ScalingFit(
-        exponent=k,
-        coefficient=math.exp(a),
-        r2=r2,
-        stderr=stderr,
-        batch_sizes=tuple(b for b, _ in pairs),
-        learning_rates=tuple(lr for _, lr in pairs),
-    )
-
-
 def _importance(study: optuna.Study, n_complete: int) -> tuple[dict[str, float], str | None]:
     if n_complete < 2:
         return {}, "parameter importance needs at least two finished trials"
@@ -534,7 +450,7 @@ def analyze(
     recs = _recommend(finished, flat, budgets, maximize)
     rows, tt_target = _batch_sizes(summaries, target if target is not None else study_target, maximize)
     best_rows = [r for r in rows if r.best_learning_rate is not None]
-    fit = _fit_scaling([r.batch_size for r in best_rows], [r.best_learning_rate or 0.0 for r in best_rows])
+    fit = fit_scaling([r.batch_size for r in best_rows], [r.best_learning_rate or 0.0 for r in best_rows])
     if rows and fit is None:
         messages.append("the learning-rate scaling exponent needs finished trials at two batch sizes or more")
 
@@ -568,8 +484,8 @@ def analyze(
         importance=imp,
         messages=messages,
     )
-    report.equal_footing = _equal_footing(summaries, rows)
-    report.confirmations = _confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
+    report.equal_footing = equal_footing(summaries, rows)
+    report.confirmations = confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
                                           target_mode=not budget_mode)
     probe = attrs.get("probe")
     report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)
@@ -658,88 +574,3 @@ def _batch_sizes(
             )
         )
     return rows, target
-
-
-def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """``ys`` at ``x``, linear between the points around it (``xs`` ascending); NaN outside them.
-
-    >>> interpolate([1.0, 3.0], [0.5, 0.7], 2.0), interpolate([1.0, 3.0], [0.5, 0.7], 4.0)
-    (0.6, nan)
-    """
-    pts = [(a, b) for a, b in zip(xs, ys, strict=True) if math.isfinite(a) and math.isfinite(b)]
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else round(y0 + (y1 - y0) * (x - x0) / (x1 - x0), 12)
-    if pts and (pts[-1][0] == x or (len(pts) == 1 and pts[0][0] == x)):
-        return pts[-1][1]
-    return math.nan
-
-
-def _equal_footing(summaries: list[TrialSummary], rows: list[BatchSizeRow]) -> EqualFooting | None:
-    """The best finished trial of each batch size at equal examples, steps and time (two or more sizes)."""
-    by_number = {s.number: s for s in summaries}
-    best = [by_number[r.best_trial] for r in rows if r.best_trial is not None]
-    best = [s for s in best if s.batch_size and s.curve_samples and any(x > 0 for x in s.curve_samples)]
-    if len(best) < 2:
-        return None
-    steps = {s.number: [x / s.batch_size for x in s.curve_samples] for s in best}  # type: ignore[operator]
-    examples_at = min(max(s.curve_samples) for s in best)
-    steps_at = min(max(steps[s.number]) for s in best)
-    time_at = min(max(t for t in s.curve_time_s if math.isfinite(t)) for s in best)
-    out = [
-        EqualFootingRow(
-            batch_size=s.batch_size,  # type: ignore[arg-type]
-            trial=s.number,
-            at_examples=interpolate(s.curve_samples, s.curve_metric, examples_at),
-            at_steps=interpolate(steps[s.number], s.curve_metric, steps_at),
-            at_time=interpolate(s.curve_time_s, s.curve_metric, time_at),
-        )
-        for s in best
-    ]
-    return EqualFooting(examples=examples_at, steps=steps_at, time_s=time_at, rows=out)
-
-
-def _confirmations(
-    trials: Sequence[optuna.trial.FrozenTrial], summaries: list[TrialSummary], *, maximize: bool, target_mode: bool
-) -> list[Confirmation]:
-    """Configurations with confirmation runs (user attribute ``confirms``), best mean first."""
-    from bstune.study import CONFIRMS_ATTR
-
-    by_number = {t.number: t for t in trials}
-    summary = {s.number: s for s in summaries}
-    groups: dict[int, list[optuna.trial.FrozenTrial]] = {}
-    for t in trials:
-        first = t.user_attrs.get(CONFIRMS_ATTR)
-        if isinstance(first, int) and first in by_number and t.state == optuna.trial.TrialState.COMPLETE:
-            groups.setdefault(first, [by_number[first]]).append(t)
-    raw = []
-    for first, group in groups.items():
-        values: list[float] = []
-        missed = 0
-        for t in group:
-            if t.value is None or not math.isfinite(t.value):
-                continue
-            if target_mode and not t.user_attrs.get("reached_target", False):
-                missed += 1
-                continue
-            values.append(float(t.value))
-        if not values:
-            continue
-        mean = statistics.fmean(values)
-        std = statistics.stdev(values) if len(values) > 1 else math.nan
-        raw.append((first, tuple(t.number for t in group), tuple(values), mean, std, missed))
-    if not raw:
-        return []
-    raw.sort(key=lambda r: -r[3] if maximize else r[3])
-    variances = [r[4] ** 2 for r in raw if math.isfinite(r[4])]
-    pooled = statistics.fmean(variances) if variances else math.nan
-    best_n, best_mean = len(raw[0][2]), raw[0][3]
-    out = []
-    for i, (first, numbers, vals, mean, std, missed) in enumerate(raw):
-        within: bool | None = None
-        if i > 0:
-            se = math.sqrt(pooled * (1 / best_n + 1 / len(vals))) if math.isfinite(pooled) else math.nan
-            within = bool(math.isfinite(se) and abs(mean - best_mean) <= 2 * se)
-        s = summary[first]
-        out.append(Confirmation(first, s.batch_size, s.learning_rate, s.epochs, numbers, vals, mean, std, missed, within))
-    return out
