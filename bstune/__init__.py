@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bstune._version import __version__
 
 if TYPE_CHECKING:
-    from bstune._workers import WorkerPlan, plan_workers, retry_trial
+    from bstune._workers import WorkerPlan, plan_workers
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
     from bstune.memory import BatchSearch, find_max_batch_size
     from bstune.noise import NoiseScale, measure_noise_scale
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bstune.pruners import default_pruner
     from bstune.run import CurvePoint, Run
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
-    from bstune.study import create_study, make_objective, optimize
+    from bstune.study import confirm, create_study, make_objective, optimize, retry_trial
     from bstune.task import Task, load_task
 
 __all__ = [
@@ -90,7 +90,7 @@ _WHERE = {
     "load_task": "bstune.task",
     "WorkerPlan": "bstune._workers",
     "plan_workers": "bstune._workers",
-    "retry_trial": "bstune._workers",
+    "retry_trial": "bstune.study",
 }
 
 

@@ -41,6 +41,7 @@ from typing import IO, Any
 import optuna
 
 from bstune.errors import BstuneError
+from bstune.study import retry_trial  # re-exported: workers retry their lost trials with it
 
 __all__ = [
     "Interrupted",
@@ -150,28 +151,6 @@ def _affinity() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
-
-
-def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Enqueue a new trial with the parameters of ``trial``, which was lost with its process.
-
-    The new trial carries the system attributes of Optuna's ``RetryFailedTrialCallback``
-    (``failed_trial``, ``retry_history``), so ``RetryFailedTrialCallback.retried_trial_number``
-    works on it; user attributes are not copied, since they describe the run that was lost.
-    """
-    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
-    system_attrs = {
-        "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-        "retry_history": history,
-    }
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=optuna.trial.TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            system_attrs=system_attrs,
-        )
-    )
 
 
 # --------------------------------------------------------------------------- the coordinator

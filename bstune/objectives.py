@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 from bstune.errors import BstuneError, invalid
 
 if TYPE_CHECKING:
-    from bstune.run import CurvePoint
+    from bstune.curve import CurvePoint
 
 __all__ = ["Mode", "Target", "TimeBudget", "mode_from_attrs"]
 

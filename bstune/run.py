@@ -21,14 +21,14 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from bstune.curve import CurvePoint, curve_from_attrs, curve_to_attrs
 from bstune.memory import is_oom
 from bstune.objectives import Mode, Target, TimeBudget
 
@@ -39,42 +39,6 @@ __all__ = ["STOP_REASONS", "CurvePoint", "Run", "curve_from_attrs"]
 
 #: Why a trial stopped, as recorded in its ``stop_reason`` user attribute.
 STOP_REASONS = ("budget", "target", "epochs", "pruned", "diverged", "oom", "failed", "interrupted")
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """One evaluation: when (training and wall seconds, epochs, samples) and how good."""
-
-    train_s: float
-    wall_s: float
-    epoch: float
-    samples_seen: int
-    metric: float
-    loss: float
-
-
-_CURVE_FIELDS = ("train_s", "wall_s", "epoch", "samples_seen", "metric", "loss")
-
-
-def _json_float(x: float) -> float | None:
-    # Optuna stores user attributes as JSON, and browsers reject NaN in JSON.
-    return x if math.isfinite(x) else None
-
-
-def curve_to_attrs(curve: Sequence[CurvePoint]) -> dict[str, list[Any]]:
-    return {f: [_json_float(float(getattr(p, f))) for p in curve] for f in _CURVE_FIELDS}
-
-
-def curve_from_attrs(trial: optuna.trial.FrozenTrial) -> list[CurvePoint]:
-    """The learning curve recorded on a trial (empty if it has none)."""
-    raw = trial.user_attrs.get("curve")
-    if not isinstance(raw, dict):
-        return []
-    cols = [[math.nan if v is None else v for v in raw.get(f, [])] for f in _CURVE_FIELDS]
-    return [
-        CurvePoint(float(a), float(b), float(c), int(d), float(e), float(f))
-        for a, b, c, d, e, f in zip(*cols, strict=False)
-    ]
 
 
 class Run:

@@ -43,6 +43,7 @@ __all__ = [
     "confirm",
     "enqueue_confirmations",
     "without_pruning",
+    "retry_trial",
 ]
 
 #: Where ``bstune optimize`` keeps studies unless told otherwise.
@@ -111,8 +112,6 @@ def resolve_storage(
     url = _postgres_driver(url)
     rdb_options: dict[str, Any] = {}
     if heartbeat_interval is not None:
-        from bstune._workers import retry_trial
-
         rdb_options = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": 2 * heartbeat_interval,
@@ -590,4 +589,26 @@ def without_pruning(study: optuna.Study) -> optuna.Study:
     """The same study (same storage and sampler) with pruning off, for runs that must go to their end."""
     return optuna.load_study(
         study_name=study.study_name, storage=study._storage, sampler=study.sampler, pruner=optuna.pruners.NopPruner()
+    )
+
+
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Enqueue a new trial with the parameters of ``trial``, which was lost with its process.
+
+    The new trial carries the system attributes of Optuna's ``RetryFailedTrialCallback``
+    (``failed_trial``, ``retry_history``), so ``RetryFailedTrialCallback.retried_trial_number``
+    works on it; user attributes are not copied, since they describe the run that was lost.
+    """
+    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
+    system_attrs = {
+        "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+        "retry_history": history,
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs=system_attrs,
+        )
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from bstune.analysis._analyze import analyze, default_budgets
 from bstune.analysis._format import FORMATS, format_report, print_report
 from bstune.analysis._load import existing_storage, load_existing_study
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
@@ -30,8 +31,6 @@ from bstune.analysis._report import (
     Report,
     ScalingFit,
     TrialSummary,
-    analyze,
-    default_budgets,
 )
 from bstune.analysis._summary import ConfigRow, best_configurations
 

@@ -9,7 +9,9 @@ answer says so and why, instead of reading a ranking into single runs.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
+
+from bstune.analysis._report import Answer
 
 if TYPE_CHECKING:
     from bstune.analysis._report import Report, TrialSummary
@@ -18,14 +20,6 @@ __all__ = ["Answer", "answer_questions"]
 
 #: The least number of batch sizes with finished trials from which the exponent is fitted.
 MIN_BATCH_SIZES_FOR_SCALING = 3
-
-
-class Answer(NamedTuple):
-    """One question, its answer in words, and the table or figure it rests on."""
-
-    question: str
-    answer: str
-    evidence: str
 
 
 def _cfg(s: TrialSummary) -> str:

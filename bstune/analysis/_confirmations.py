@@ -6,12 +6,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple
 
 import optuna
-
-if TYPE_CHECKING:
-    from bstune.analysis._report import TrialSummary
 
 __all__ = ["Confirmation", "confirmations"]
 
@@ -38,7 +35,7 @@ class Confirmation(NamedTuple):
 
 
 def confirmations(
-    trials: Sequence[optuna.trial.FrozenTrial], summaries: list[TrialSummary], *, maximize: bool, target_mode: bool
+    trials: Sequence[optuna.trial.FrozenTrial], summaries: list[Any], *, maximize: bool, target_mode: bool
 ) -> list[Confirmation]:
     """Configurations with confirmation runs (user attribute ``confirms``), best mean first."""
     from bstune.study import CONFIRMS_ATTR

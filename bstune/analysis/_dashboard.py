@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import optuna
 
+from bstune.analysis._analyze import analyze
 from bstune.analysis._format import format_report, print_report
-from bstune.analysis._report import Report, analyze
+from bstune.analysis._report import Report
 from bstune.errors import BstuneError
 from bstune.objectives import mode_from_attrs
 

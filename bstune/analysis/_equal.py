@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
-
-if TYPE_CHECKING:
-    from bstune.analysis._report import BatchSizeRow, TrialSummary
+from typing import Any, NamedTuple
 
 __all__ = ["EqualFooting", "EqualFootingRow", "equal_footing", "interpolate"]
 
@@ -52,7 +49,7 @@ def interpolate(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
     return math.nan
 
 
-def equal_footing(summaries: list[TrialSummary], rows: list[BatchSizeRow]) -> EqualFooting | None:
+def equal_footing(summaries: list[Any], rows: list[Any]) -> EqualFooting | None:
     """The best finished trial of each batch size at equal examples, steps and time (two or more sizes)."""
     by_number = {s.number: s for s in summaries}
     best = [by_number[r.best_trial] for r in rows if r.best_trial is not None]
