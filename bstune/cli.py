@@ -37,12 +37,23 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Options several commands share, declared once.
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")]
+TaskOptions = Annotated[
+    Optional[list[str]], typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable.")
+]
+ExistingStudyName = Annotated[
+    Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
+]
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """bstune: which batch size, learning rate and epochs, measured on your model and hardware."""
 
@@ -111,7 +122,7 @@ def optimize(
     clock: Annotated[
         str, typer.Option("--clock", help="'train' counts training steps only; 'wall' counts everything.")
     ] = "train",
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     micro_batch_size: Annotated[
         Optional[int],
         typer.Option("--micro-batch-size", help="Largest batch through the model at once; larger batches accumulate gradients."),
@@ -133,10 +144,7 @@ def optimize(
             "hyperband.",
         ),
     ] = "default",
-    task_option: Annotated[
-        Optional[list[str]],
-        typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable."),
-    ] = None,
+    task_option: TaskOptions = None,
     artifact_dir: Annotated[
         Optional[Path],
         typer.Option("--artifact-dir", help="Also save the report files (HTML, JSON, PNG) as Optuna artifacts here."),
@@ -183,7 +191,7 @@ def optimize(
     confirm_top: Annotated[
         int, typer.Option("--confirm-top", help="How many of the best configurations --confirm trains again.")
     ] = 3,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
 
@@ -382,23 +390,19 @@ def confirm_command(
         typer.Option("--storage", envvar="BSTUNE_STORAGE", show_envvar=False,
                      help="Where the study lives (default: sqlite:///bstune.db, or $BSTUNE_STORAGE)."),
     ] = "sqlite:///bstune.db",
-    study_name: Annotated[
-        Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
-    ] = None,
+    study_name: ExistingStudyName = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Confirmation runs per configuration (other seeds).")] = 2,
     top: Annotated[int, typer.Option("--top", help="How many of the best configurations to train again.")] = 3,
     space: Annotated[
         Optional[str], typer.Option("--space", help="The search space the study was made with, if not the script's.")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     micro_batch_size: Annotated[
         Optional[int], typer.Option("--micro-batch-size", help="Largest batch through the model at once.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="The seed the study was made with.")] = 0,
-    task_option: Annotated[
-        Optional[list[str]], typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable.")
-    ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    task_option: TaskOptions = None,
+    debug: DebugOption = False,
 ) -> None:
     """Train the best configurations of an existing study again with other seeds.
 
@@ -429,9 +433,7 @@ def report(
     storage: Annotated[
         str, typer.Option("--storage", help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log.")
     ] = "sqlite:///bstune.db",
-    study_name: Annotated[
-        Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
-    ] = None,
+    study_name: ExistingStudyName = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown, on standard output.")] = "table",
     html: Annotated[
         Optional[Path], typer.Option("--html", help="Also write one self-contained HTML file with interactive figures.")
@@ -562,7 +564,7 @@ def probe(
     output_dir: Annotated[
         Path, typer.Option("--output-dir", help="Where SCRIPT-probe.yaml and SCRIPT-probe.png go.")
     ] = Path("."),
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     max_batch_size: Annotated[
         Optional[int],
         typer.Option(
@@ -591,11 +593,8 @@ def probe(
         typer.Option("--param", help="KEY=VALUE model parameter for the probe's model (default: ints at the top of their range); repeatable."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the models and batches.")] = 0,
-    task_option: Annotated[
-        Optional[list[str]],
-        typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable."),
-    ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    task_option: TaskOptions = None,
+    debug: DebugOption = False,
 ) -> None:
     """Measure memory, throughput and the critical batch size of SCRIPT's training step.
 
