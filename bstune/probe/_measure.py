@@ -1,0 +1,453 @@
+"""Measuring on the task's own model and device: the largest batch, throughput, peak memory, noise scale."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from bstune.errors import BstuneError, invalid
+from bstune.memory import find_max_batch_size, free_memory
+from bstune.noise import measure_noise_scale
+from bstune.probe._narrow import narrow_space, pow2_ceil, pow2_floor, probe_hyperparams, probe_sizes
+from bstune.probe._result import MIB, NOISE_BURN_IN, BatchMeasurement, ProbeResult
+from bstune.space import SearchSpace, load_space
+from bstune.task import Task
+
+if TYPE_CHECKING:
+    import torch
+
+    from bstune.train import Trainer
+
+
+def _resting_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Bytes held between steps: parameters, gradients and optimizer state (counted once each)."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+
+    def add(t: Any) -> None:
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.element_size() * t.nelement()
+
+    for p in model.parameters():
+        add(p)
+        add(p.grad)
+    for state in opt.state.values():
+        for v in state.values():
+            add(v)
+    for b in model.buffers():
+        add(b)
+    return total
+
+
+def _host_available() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), in bytes."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C++ logging bypasses ``sys.stderr``) for a short window."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _Meter:
+    """Peak memory of one training step on the trainer's device."""
+
+    _primed = False
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak: int | None = None
+        self.excess = 0  # on the CPU: the peak above the resting state
+
+    @contextmanager
+    def measure(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Iterator[None]:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield
+            torch.cuda.synchronize(self.device)  # sync point
+            self.peak = int(torch.cuda.max_memory_allocated(self.device))
+            return
+        if self.device.type != "cpu":
+            yield
+            self.peak = None
+            return
+        from torch.profiler import ProfilerActivity, profile
+
+        resting = _resting_bytes(model, opt)
+        prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        # Freeing a block allocated before profiling started warns once; spend that warning here.
+        old = None if _Meter._primed else torch.empty(1024)
+        with _quiet_stderr():  # the profiler logs a line to stderr at every start and stop
+            prof.__enter__()
+            if old is not None:
+                _Meter._primed = True
+                del old
+        try:
+            yield
+        finally:
+            with _quiet_stderr():
+                prof.__exit__(None, None, None)
+        # Replaying each op's net allocation in start order gives the step's peak excess at op
+        # granularity; the optimizer state a first step allocates shows up in it too.
+        current = excess = 0
+        for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
+            current += int(ev.self_cpu_memory_usage)
+            excess = max(excess, current)
+        self.excess = excess
+        self.peak = resting + excess
+
+
+def _memory_error(message: str) -> BaseException:
+    import torch
+
+    cls = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    return cls(message)
+
+
+def run_probe(
+    task: Task,
+    *,
+    space: SearchSpace | str | None = None,
+    trainer: Trainer | None = None,
+    device: str = "auto",
+    params: Mapping[str, Any] | None = None,
+    max_batch_size: int | None = None,
+    min_batch_size: int = 8,
+    safety_margin: float = 0.1,
+    memory_limit: int | None = None,
+    step_seconds: float = 0.25,
+    noise_steps: int = 30,
+    noise_seconds: float = 30.0,
+    noise_batch_sizes: tuple[int, int] | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ProbeResult:
+    """Measure memory, throughput and the noise scale of ``task``'s training step; narrow ``space``.
+
+    Args:
+        task: A task with ``data()`` and ``model(hp)`` (the built-in trainer's kind).
+        space: The base space (name, path or object); default: the task's ``DEFAULTS["space"]``,
+            else ``default``.
+        trainer: The trainer whose data, model, optimizer, loss and device are probed; default
+            ``Trainer(task, device=device, seed=seed)``.
+        device: The device when no trainer is given.
+        params: Extra model parameters for the probe's model (see :func:`probe_hyperparams`).
+        max_batch_size: The largest batch size the memory search tries; default 4096 on the CPU
+            (where memory rarely limits and each try costs seconds), 65536 elsewhere.
+        min_batch_size: The smallest batch size whose throughput is measured.
+        safety_margin: Fraction taken off the largest batch that fits, when memory stopped it.
+        memory_limit: Bytes; a step whose peak exceeds it counts as out of memory (default: the
+            device's memory on CUDA, half the available host memory on the CPU).
+        step_seconds: Least timed seconds per batch size (and at least two steps).
+        noise_steps: Steps to average the noise scale over (0 skips it); a fixed count, so the
+            estimate and the narrowed space do not depend on the machine's speed.
+        noise_seconds: The most seconds the noise scale may take (it stops early, and says so).
+        noise_batch_sizes: ``(b_small, b_big)`` for the noise scale; default ``(32, 1024)`` cut to
+            the data and the memory found.
+        seed: Seeds the models and the sampled batches.
+        log: Receives every decision as one line.
+        clock: A monotonic clock (seconds).
+
+    Raises:
+        BstuneError: The task owns its loop (``train(hp, run)``): there is no step to measure.
+    """
+    import torch
+
+    if task.owns_loop:
+        raise BstuneError(
+            f"task script {str(task.path)!r} defines train(hp, run); bstune probe needs data() and model(hp) "
+            "so that it can run the training step itself"
+        )
+    for name, value in (("max_batch_size", max_batch_size), ("min_batch_size", min_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise invalid(name, "probe", "an int in the range [1, inf)", value)
+    if not 0.0 <= safety_margin < 1.0:
+        raise invalid("safety_margin", "probe", "a number in the range [0, 1)", safety_margin)
+    if memory_limit is not None and memory_limit <= 0:
+        raise invalid("memory_limit", "probe", "a number of bytes greater than 0", memory_limit)
+    if not step_seconds > 0:
+        raise invalid("step_seconds", "probe", "a number greater than 0", step_seconds)
+    if isinstance(noise_steps, bool) or not isinstance(noise_steps, int) or noise_steps < 0:
+        raise invalid("noise_steps", "probe", "an int in the range [0, inf)", noise_steps)
+    if not noise_seconds > 0:
+        raise invalid("noise_seconds", "probe", "a number greater than 0", noise_seconds)
+    say = log or (lambda s: None)
+    seconds: dict[str, float] = {}
+    t_start = clock()
+
+    from bstune.train import Trainer
+
+    trainer = trainer or Trainer(task, seed=seed, device=device)
+    base = space if isinstance(space, SearchSpace) else load_space(space or task.defaults.get("space", "default"))
+    data = trainer.data()
+    n = data.n_train
+    hp = probe_hyperparams(base, params)
+    dev = trainer.device
+    sync = trainer.sync or (lambda: None)
+    seconds["data"] = clock() - t_start
+
+    if dev.type == "cuda":
+        total = int(torch.cuda.mem_get_info(dev)[1])
+        limit_bytes, source = (memory_limit, "set") if memory_limit and memory_limit < total else (total, "device")
+    else:
+        avail = _host_available()
+        if memory_limit is not None:
+            limit_bytes, source = memory_limit, "set"
+        elif avail is not None:
+            limit_bytes, source = avail // 2, "host budget"
+        else:
+            limit_bytes, source = None, "none"
+    extras = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.params.items())
+    say(
+        f"probing {task.name} on {trainer.device_name}: {n:,} training samples"
+        + (f", model with {extras}" if extras else "")
+        + (f", memory limit {limit_bytes / MIB:,.0f} MiB ({source})" if limit_bytes else "")
+    )
+
+    torch.manual_seed(seed)
+    model, opt, loss_fn = trainer.parts(hp)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    meter = _Meter(dev)
+
+    def step(b: int) -> None:
+        idx = torch.randint(0, n, (b,), generator=gen)
+        if not trainer.data_on_device:
+            idx = idx.to("cpu")
+        else:
+            idx = idx.to(data.x_train.device)
+        xb, yb = trainer.batch(idx)
+        opt.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+
+    # ---- the largest batch that fits
+    last_fit: list[tuple[int, int]] = []  # (batch, peak above resting) of the largest size that fitted
+    peaks: dict[int, int] = {}
+
+    def try_batch(b: int) -> None:
+        if dev.type == "cpu" and limit_bytes and last_fit:
+            b0, excess0 = last_fit[-1]
+            predicted = _resting_bytes(model, opt) + excess0 * b / b0  # activations grow with the batch
+            if predicted > limit_bytes:
+                # Trying it could get the process killed rather than raise.
+                raise _memory_error(
+                    f"predicted peak {predicted / MIB:,.0f} MiB (from {b0}) exceeds the limit {limit_bytes / MIB:,.0f} MiB"
+                )
+        with meter.measure(model, opt):
+            step(b)
+        peak = meter.peak
+        if peak is not None:
+            peaks[b] = peak
+            if limit_bytes and peak > limit_bytes:
+                raise _memory_error(f"peak {peak / MIB:,.0f} MiB exceeds the limit {limit_bytes / MIB:,.0f} MiB")
+        if not last_fit or b > last_fit[-1][0]:
+            last_fit.append((b, meter.excess))
+        if peak is not None:
+            say(f"batch size {b}: peak {peak / MIB:,.1f} MiB")
+
+    if max_batch_size is None:
+        max_batch_size = 4096 if dev.type == "cpu" else 65536
+    bound = min(n, max_batch_size)
+    t = clock()
+    try:
+        step(1)  # allocates gradients and optimizer state, so later peaks count them as resting
+    except Exception as e:
+        from bstune.memory import is_oom
+
+        if not is_oom(e):
+            raise
+    free_memory()
+    search = find_max_batch_size(try_batch, bound=bound, safety_margin=safety_margin, log=say)
+    seconds["memory"] = clock() - t
+    why = "memory" if search.memory_bound else ("the data set size" if bound == n else "--max-batch-size")
+    say(f"largest batch that fits: {search.largest} (set by {why}); micro-batch limit {search.limit}")
+
+    # ---- throughput and peak memory per batch size
+    t = clock()
+    raw: list[tuple[int, float, float, int, int | None]] = []
+    for b in probe_sizes(min(min_batch_size, search.largest), search.largest):
+        try:
+            with meter.measure(model, opt):
+                step(b)  # warm-up, not timed: first-call costs, allocator growth
+            peak = meter.peak
+            # Three blocks of steps, each closed by a sync; the fastest block counts, as timeit
+            # advises: slower blocks measure other processes that took the processor, not the step.
+            rates, k = [], 0
+            for _ in range(3):
+                sync()
+                t0 = clock()
+                kb = 0
+                while kb < 1 or (clock() - t0 < step_seconds / 3 and kb < 100):
+                    step(b)
+                    kb += 1
+                sync()  # sync point: the clock must see finished work
+                rates.append(kb * b / (clock() - t0))
+                k += kb
+            rate = max(rates)
+        except Exception as e:
+            from bstune.memory import is_oom
+
+            if not is_oom(e):
+                raise
+            free_memory()
+            say(f"batch size {b}: out of memory while timing; left out")
+            continue
+        raw.append((b, rate, b / rate, k, peak))
+        say(f"batch size {b}: {rate:,.0f} samples/s (fastest of 3 blocks, {k} steps)")
+    measurements = _with_power_of_two_ratios(raw)
+    seconds["throughput"] = clock() - t
+    del model, opt
+    free_memory()
+
+    # ---- the gradient noise scale
+    noise = None
+    t = clock()
+    if noise_steps > 0:
+        b_small, b_big = noise_batch_sizes or (min(32, search.limit), 1024)
+        b_big = min(b_big, n)
+        if b_big // b_small >= 2:
+            hp_noise = replace(
+                hp, batch_size=b_big, learning_rate=base.scaled_learning_rate(hp.base_learning_rate, b_big)
+            )
+            torch.manual_seed(seed)
+            model, opt, loss_fn = trainer.parts(hp_noise)
+            model.train()
+            perm_gen = torch.Generator().manual_seed(seed + 1)
+            state = {"perm": torch.randperm(n, generator=perm_gen), "pos": 0}
+
+            def sample(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                if state["pos"] + size > n:  # type: ignore[operator]
+                    state["perm"], state["pos"] = torch.randperm(n, generator=perm_gen), 0
+                pos = int(state["pos"])  # type: ignore[call-overload]
+                idx = state["perm"][pos : pos + size]  # type: ignore[index]
+                state["pos"] = pos + size
+                if trainer.data_on_device:
+                    idx = idx.to(data.x_train.device)
+                return trainer.batch(idx)
+
+            say(
+                f"gradient noise scale: micro-batches of {b_small} in batches of {b_big // b_small * b_small}, "
+                f"training at learning rate {hp_noise.learning_rate:.3g} for {noise_steps} steps"
+            )
+            noise = measure_noise_scale(
+                model,
+                loss_fn,
+                sample,
+                b_small=b_small,
+                b_big=b_big,
+                n_steps=noise_steps,
+                optimizer=opt,
+                autocast=trainer.autocast,
+                time_limit=noise_seconds,
+                clock=clock,
+                sync=trainer.sync,
+                burn_in_fraction=NOISE_BURN_IN,
+            )
+            if noise.n_steps < noise_steps:
+                say(
+                    f"noise scale: stopped after {noise.n_steps} of {noise_steps} steps at the {noise_seconds:g} s limit"
+                )
+            say(
+                f"B_simple = tr(Sigma)/|G|^2 = {noise.trace_sigma:.4g}/{noise.grad_sq:.4g} = {noise.b_simple:.1f} "
+                f"averaged over steps {noise.n_burn_in + 1} to {noise.n_steps}"
+            )
+            del model, opt
+            free_memory()
+        else:
+            say(f"noise scale skipped: batches of {b_big} hold fewer than two micro-batches of {b_small}")
+    seconds["noise"] = clock() - t
+
+    narrowed, reasons = narrow_space(
+        base,
+        search=search,
+        critical=noise.b_simple if noise is not None else None,
+        n_train=n,
+        throughput={m.batch_size: m.samples_per_s for m in measurements},
+    )
+    for r in reasons:
+        say(r)
+    seconds["total"] = clock() - t_start
+    busy = _busy()
+    if busy:
+        say(f"the machine was busy ({busy}): throughput figures are noisy; probe again on a quiet machine")
+    return ProbeResult(
+        task=task.name,
+        device=trainer.device_name,
+        n_train=n,
+        hp=hp,
+        base_space=base,
+        search=search,
+        memory_limit_bytes=limit_bytes,
+        memory_limit_source=source,
+        measurements=measurements,
+        noise=noise,
+        space=narrowed,
+        reasons=reasons,
+        seconds=seconds,
+        busy=busy,
+    )
+
+
+def _busy() -> str:
+    """'load 6.1 on 2 cores' when the one-minute load average exceeds the processors, else ''."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return ""
+    cpus = os.cpu_count() or 1
+    return f"load {load:.1f} on {cpus} cores" if load > cpus + 0.5 else ""
+
+
+def _with_power_of_two_ratios(
+    raw: list[tuple[int, float, float, int, int | None]],
+) -> tuple[BatchMeasurement, ...]:
+    pow2 = {b: s for b, s, *_ in raw if b & (b - 1) == 0}
+    out = []
+    for b, sps, step_s, k, peak in raw:
+        ratio = None
+        if b & (b - 1):
+            lo, hi = pow2_floor(b), pow2_ceil(b)
+            if lo in pow2 and hi in pow2:
+                # Log-linear interpolation between the neighbouring powers of two.
+                w = (math.log2(b) - math.log2(lo)) / (math.log2(hi) - math.log2(lo))
+                expected = math.exp((1 - w) * math.log(pow2[lo]) + w * math.log(pow2[hi]))
+                ratio = sps / expected
+        out.append(BatchMeasurement(b, sps, step_s, k, peak, ratio))
+    return tuple(out)
