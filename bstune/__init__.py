@@ -19,6 +19,7 @@ from bstune._version import __version__
 
 if TYPE_CHECKING:
     from bstune._workers import WorkerPlan, plan_workers
+    from bstune.confirmation import confirm
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
     from bstune.memory import BatchSearch, find_max_batch_size
     from bstune.noise import NoiseScale, measure_noise_scale
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from bstune.pruners import default_pruner
     from bstune.run import CurvePoint, Run
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
-    from bstune.study import confirm, create_study, make_objective, optimize, retry_trial
+    from bstune.study import create_study, make_objective, optimize, retry_trial
     from bstune.task import Task, load_task
 
 __all__ = [
@@ -82,7 +83,7 @@ _WHERE = {
     "load_space": "bstune.space",
     "suggest": "bstune.space",
     "create_study": "bstune.study",
-    "confirm": "bstune.study",
+    "confirm": "bstune.confirmation",
     "make_objective": "bstune.study",
     "optimize": "bstune.study",
     "default_pruner": "bstune.pruners",

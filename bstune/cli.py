@@ -341,7 +341,7 @@ def optimize(
 
 def _confirm_phase(console, progress, study, seeds, top, *, objective, plans, spec, max_consecutive_failures):  # type: ignore[no-untyped-def]
     """--confirm K: train the best configurations again with K other seeds, pruning off."""
-    from bstune.study import enqueue_confirmations, without_pruning
+    from bstune.confirmation import enqueue_confirmations, without_pruning
     from bstune.study import optimize as run_study
 
     queued = enqueue_confirmations(study, seeds, top)

@@ -11,7 +11,6 @@ import math
 import re
 import sys
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,6 @@ __all__ = [
     "optimize",
     "resolve_storage",
     "is_feasible",
-    "CONFIRMS_ATTR",
-    "confirm",
-    "enqueue_confirmations",
-    "without_pruning",
     "retry_trial",
 ]
 
@@ -511,85 +506,6 @@ def optimize(
             f"stopped after {guard.n} failed trials in a row; the last one (#{last.number}) raised: {detail}"
         )
 
-
-
-#: The user attribute of a trial that trains an earlier trial's configuration again with another
-#: seed: the earlier trial's number.
-CONFIRMS_ATTR = "confirms"
-
-
-def enqueue_confirmations(study: optuna.Study, seeds: int, top: int = 3) -> list[int]:
-    """Queue trials that train the ``top`` best configurations again, ``seeds`` times each in all.
-
-    The best configurations are the feasible finished trials with the best values, one per set of
-    parameters, confirmation runs left out. Runs queued or done before count, so calling it again
-    adds only what is missing. Each queued trial carries :data:`CONFIRMS_ATTR` = the number of the
-    trial it repeats; it trains under another seed because the built-in trainer seeds each trial
-    with ``seed + trial number`` (a ``train(hp, run)`` script does so if it uses
-    ``run.trial.number`` in its seed).
-
-    Returns:
-        The numbers of the repeated trials, once per queued trial.
-    """
-    for name, value, low in (("seeds", seeds, 1), ("top", top, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise invalid(name, "enqueue_confirmations", "an int in the range [1, inf)", value)
-    trials = study.get_trials(deepcopy=False)
-    states = (optuna.trial.TrialState.COMPLETE,)
-    done = [
-        t for t in trials
-        if t.state in states and t.value is not None and math.isfinite(t.value) and is_feasible(t)
-        and t.user_attrs.get(CONFIRMS_ATTR) is None
-    ]
-    done.sort(key=lambda t: (-t.value if study.direction == optuna.study.StudyDirection.MAXIMIZE else t.value, t.number))  # type: ignore[operator]
-    picked: list[optuna.trial.FrozenTrial] = []
-    seen: set[tuple[tuple[str, Any], ...]] = set()
-    for t in done:
-        key = tuple(sorted(t.params.items()))
-        if key not in seen:
-            seen.add(key)
-            picked.append(t)
-        if len(picked) == top:
-            break
-    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
-            optuna.trial.TrialState.WAITING)
-    have = Counter(t.user_attrs.get(CONFIRMS_ATTR) for t in trials if t.state in live)
-    queued: list[int] = []
-    for t in picked:
-        for _ in range(seeds - have[t.number]):
-            study.enqueue_trial(t.params, user_attrs={CONFIRMS_ATTR: t.number})
-            queued.append(t.number)
-    return queued
-
-
-def confirm(
-    study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
-    *,
-    seeds: int = 2,
-    top: int = 3,
-    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-) -> list[int]:
-    """Train the ``top`` best configurations of ``study`` again with ``seeds`` other seeds each.
-
-    The runs are stored in the study (:func:`enqueue_confirmations`) and are never pruned: a
-    confirmation measures the spread between seeds, so every run goes to its end. The report then
-    shows each configuration as a mean and a spread and says which are within noise of the best.
-
-    Returns:
-        The numbers of the repeated trials, once per run.
-    """
-    queued = enqueue_confirmations(study, seeds, top)
-    if queued:
-        optimize(without_pruning(study), objective, n_trials=len(queued), callbacks=callbacks)
-    return queued
-
-
-def without_pruning(study: optuna.Study) -> optuna.Study:
-    """The same study (same storage and sampler) with pruning off, for runs that must go to their end."""
-    return optuna.load_study(
-        study_name=study.study_name, storage=study._storage, sampler=study.sampler, pruner=optuna.pruners.NopPruner()
-    )
 
 
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 import bstune
 from bstune.analysis import analyze, format_report
-from bstune.study import CONFIRMS_ATTR, enqueue_confirmations
+from bstune.confirmation import CONFIRMS_ATTR, enqueue_confirmations
 
 BLOBS = Path(__file__).resolve().parents[1] / "examples" / "mlp_blobs.py"
 

@@ -38,7 +38,7 @@ def confirmations(
     trials: Sequence[optuna.trial.FrozenTrial], summaries: list[Any], *, maximize: bool, target_mode: bool
 ) -> list[Confirmation]:
     """Configurations with confirmation runs (user attribute ``confirms``), best mean first."""
-    from bstune.study import CONFIRMS_ATTR
+    from bstune.confirmation import CONFIRMS_ATTR
 
     by_number = {t.number: t for t in trials}
     summary = {s.number: s for s in summaries}
