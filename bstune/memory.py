@@ -17,10 +17,20 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bstune.errors import BstuneError, invalid
 
-__all__ = ["BatchSearch", "accumulation_plan", "find_max_batch_size", "free_memory", "is_oom"]
+__all__ = [
+    "BatchSearch",
+    "accumulation_plan",
+    "find_max_batch_size",
+    "free_memory",
+    "is_oom",
+    "peak_rss_bytes",
+    "record_peak_memory",
+    "reset_peak_memory",
+]
 
 _logger = logging.getLogger("bstune.memory")
 
@@ -181,6 +191,26 @@ def peak_rss_bytes() -> int:
 
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def reset_peak_memory(device: Any) -> None:
+    """Start counting the peak of allocated memory on a CUDA ``device`` (nothing elsewhere)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def record_peak_memory(run: Any, device: Any) -> None:
+    """Record a trial's peak memory on its :class:`~bstune.Run` (typed loosely: run.py imports this
+    module): CUDA allocations since :func:`reset_peak_memory` on a CUDA ``device``, else the
+    process's peak resident memory, an upper bound for the trial on the CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        run.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
+    else:
+        run.extra_attrs["peak_rss_bytes"] = peak_rss_bytes()
 
 
 def accumulation_plan(batch_size: int, micro_limit: int | None) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import optuna
 
 from bstune._version import __version__
 from bstune.errors import BstuneError, StorageError, invalid
-from bstune.memory import free_memory, is_oom
+from bstune.memory import accumulation_plan, free_memory, is_oom
 from bstune.objectives import Mode, Target, mode_from_attrs
 from bstune.pruners import known_out_of_memory
 from bstune.run import CurvePoint, Run
@@ -402,7 +402,7 @@ def make_objective(
         hp = space.suggest(trial)
         # The built-in trainer splits a batch itself; a train() function (a Lightning or Hugging Face
         # script among them) reads the micro-batch from run.micro_batch_size.
-        default_micro = lambda b: min(b, micro_batch_size or space.micro_batch_size or b)  # noqa: E731
+        default_micro = lambda b: accumulation_plan(b, micro_batch_size or space.micro_batch_size)[0]  # noqa: E731
         micro = getattr(trainer, "micro_batch_for", default_micro)(hp.batch_size)
         report_cb = (lambda p: on_report(trial, p)) if on_report is not None else None
         run = Run(

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from bstune.errors import TaskError, invalid
-from bstune.memory import peak_rss_bytes
+from bstune.memory import record_peak_memory, reset_peak_memory
 from bstune.run import Run
 from bstune.space import Hyperparams
 from bstune.task import Task
@@ -215,8 +215,7 @@ class Trainer:
         torch.manual_seed(self.seed + trial_number)
         run.extra_attrs["seed"] = self.seed + trial_number  # initial weights and batch order
         cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_memory(self.device)
         with run.overhead():
             data = self.data()
             model, opt, loss_fn = self.parts(hp)
@@ -329,7 +328,7 @@ class Trainer:
             losses = []
             n_loss = 0
             last_eval_t = run.train_seconds
-            self._record_memory(run)
+            record_peak_memory(run, self.device)
             run.report(metric, loss=train_loss, epoch=run.samples_seen / n)
             done = done or run.should_stop
         run.extra_attrs["data_on_device"] = self.data_on_device
@@ -408,12 +407,6 @@ class Trainer:
                 out = model(xb)
             total += torch.as_tensor(metric_fn(out.float(), yb), device=self.device).float() * xb.shape[0]
         return float((total / n).item())  # sync point
-
-    def _record_memory(self, run: Run) -> None:
-        if self.device.type == "cuda":
-            run.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
-        else:
-            run.extra_attrs["peak_rss_bytes"] = peak_rss_bytes()
 
 
 def default_optimizer_options(device: torch.device) -> dict[str, Any]:

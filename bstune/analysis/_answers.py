@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from bstune.analysis._confirmations import pooled_variance
 from bstune.analysis._report import Answer
 
 if TYPE_CHECKING:
@@ -120,8 +121,8 @@ def _smaller_batches(r: Report, probe: dict[str, Any] | None) -> Answer:
 
 def seed_noise(r: Report) -> float | None:
     """The standard deviation between seeds, pooled over the confirmed configurations (None if unmeasured)."""
-    variances = [c.std**2 for c in r.confirmations if math.isfinite(c.std)]
-    return math.sqrt(sum(variances) / len(variances)) if variances and r.mode != "target" else None
+    pooled = pooled_variance([c.std for c in r.confirmations])
+    return math.sqrt(pooled) if math.isfinite(pooled) and r.mode != "target" else None
 
 
 def _equal_time(r: Report) -> Answer:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import optuna
 
-__all__ = ["Confirmation", "confirmations"]
+__all__ = ["Confirmation", "confirmations", "pooled_variance"]
 
 
 class Confirmation(NamedTuple):
@@ -66,8 +66,7 @@ def confirmations(
     if not raw:
         return []
     raw.sort(key=lambda r: -r[3] if maximize else r[3])
-    variances = [r[4] ** 2 for r in raw if math.isfinite(r[4])]
-    pooled = statistics.fmean(variances) if variances else math.nan
+    pooled = pooled_variance([r[4] for r in raw])
     best_n, best_mean = len(raw[0][2]), raw[0][3]
     out = []
     for i, (first, numbers, vals, mean, std, missed) in enumerate(raw):
@@ -78,3 +77,13 @@ def confirmations(
         s = summary[first]
         out.append(Confirmation(first, s.batch_size, s.learning_rate, s.epochs, numbers, vals, mean, std, missed, within))
     return out
+
+
+def pooled_variance(stds: Sequence[float]) -> float:
+    """The seed-to-seed variance pooled over configurations: the mean of their variances (NaN if none).
+
+    >>> round(pooled_variance([0.02, 0.01, math.nan]), 8)
+    0.00025
+    """
+    variances = [s**2 for s in stds if math.isfinite(s)]
+    return statistics.fmean(variances) if variances else math.nan

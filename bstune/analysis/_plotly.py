@@ -9,6 +9,7 @@ import html
 import math
 from pathlib import Path
 
+import plotly.colors
 import plotly.graph_objects as go
 
 from bstune.analysis._format import _headline, _sections
@@ -22,7 +23,7 @@ __all__ = [
 _GREY = "rgba(140,140,140,0.55)"
 _FRONT = "#d62728"
 _ANYTIME = "#1f77b4"
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_PALETTE = plotly.colors.qualitative.D3
 
 
 def _hover(s: TrialSummary) -> str:

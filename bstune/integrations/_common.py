@@ -6,7 +6,7 @@ import math
 from contextlib import AbstractContextManager
 from typing import Any
 
-from bstune.memory import peak_rss_bytes
+from bstune.memory import accumulation_plan
 from bstune.run import Run
 
 
@@ -47,8 +47,7 @@ def accumulation(batch_size: int, micro_batch_size: int | None) -> tuple[int, in
     >>> accumulation(256, 64), accumulation(96, 64), accumulation(32, None)
     ((64, 4), (48, 2), (32, 1))
     """
-    micro = min(batch_size, micro_batch_size or batch_size)
-    steps = math.ceil(batch_size / micro)
+    _, steps = accumulation_plan(batch_size, micro_batch_size)
     return math.ceil(batch_size / steps), steps
 
 
@@ -74,21 +73,3 @@ class LossSum:
         out = float(self._sum) / self._n
         self._sum, self._n = None, 0
         return out
-
-
-def reset_peak_memory(device: Any) -> None:
-    """Start counting the peak of allocated memory on a CUDA ``device`` (nothing elsewhere)."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def record_peak_memory(run: Run, device: Any) -> None:
-    """Record peak memory on the run as the built-in trainer does: CUDA allocations, else the process's RSS."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        run.peak_memory_bytes = int(torch.cuda.max_memory_allocated(device))
-    else:
-        run.extra_attrs["peak_rss_bytes"] = peak_rss_bytes()

@@ -43,7 +43,8 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("bstune.integrations.lightning needs Lightning: pip install 'bstune[lightning]'") from e
 
-from bstune.integrations._common import LossSum, Regions, accumulation, record_peak_memory, reset_peak_memory
+from bstune.integrations._common import LossSum, Regions, accumulation
+from bstune.memory import record_peak_memory, reset_peak_memory
 from bstune.run import Run
 
 __all__ = ["BstuneCallback"]

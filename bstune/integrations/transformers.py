@@ -52,7 +52,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 import optuna
 
-from bstune.integrations._common import Regions, accumulation, record_peak_memory, reset_peak_memory
+from bstune.integrations._common import Regions, accumulation
+from bstune.memory import record_peak_memory, reset_peak_memory
 from bstune.objectives import Mode
 from bstune.run import Run
 from bstune.space import SearchSpace

@@ -18,12 +18,10 @@ import bstune
 from bstune.run import curve_from_attrs
 from bstune.testing import FakeClock
 
-from .conftest import finished, need, one_trial_study
+from .conftest import EVAL_S, N_TRAIN, STEP_S, check_budget_stop_and_time_axis, finished, need, one_trial_study
 
 transformers = need("transformers", "transformers")
 from bstune.integrations.transformers import BstuneCallback, search_kwargs  # noqa: E402
-
-STEP_S, EVAL_S, N_TRAIN = 0.07, 0.5, 160  # 10 steps of 16 per epoch: 0.7 s of training
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -111,19 +109,8 @@ def test_budget_stop_within_one_step_and_evaluation_kept_out_of_training_time(tm
     study, space = one_trial_study(tmp_path, mode, batch=16)
     _optimize(tmp_path, study, space, mode, clock)
     (t,) = finished(study)
-    a = t.user_attrs
-    assert t.state == optuna.trial.TrialState.COMPLETE and a["stop_reason"] == "budget"
-    assert 1.0 <= a["train_s"] < 1.0 + STEP_S + 1e-9  # within one step of the budget
-    curve = curve_from_attrs(t)
     # one evaluation at the end of epoch 1, one after the stop, and not a third at that epoch's end
-    assert [round(p.train_s, 6) for p in curve] == [0.7, 1.05]
-    assert a["eval_s"] == pytest.approx(2 * EVAL_S)
-    assert [round(p.epoch, 6) for p in curve] == [1.0, 1.5]
-    assert [p.samples_seen for p in curve] == [160, 240]
-    assert sorted(t.intermediate_values) == [int(p.train_s * 1000) for p in curve]
-    assert list(t.intermediate_values.values()) == pytest.approx([10 / 20, 15 / 20])
-    for key in ("batch_size", "learning_rate", "planned_epochs", "samples_seen", "throughput", "wall_s", "device"):
-        assert key in a
+    check_budget_stop_and_time_axis(t)
 
 
 def test_evaluations_come_every_tenth_of_the_budget_at_a_tenth_of_training_cost(tmp_path):
