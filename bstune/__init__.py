@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
     from bstune.study import create_study, make_objective, optimize, retry_trial
     from bstune.task import Task, load_task
+    from bstune.tune import tune
 
 __all__ = [
     "BatchSearch",
@@ -61,6 +62,7 @@ __all__ = [
     "retry_trial",
     "run_probe",
     "suggest",
+    "tune",
 ]
 
 _WHERE = {
@@ -92,6 +94,7 @@ _WHERE = {
     "WorkerPlan": "bstune._workers",
     "plan_workers": "bstune._workers",
     "retry_trial": "bstune.study",
+    "tune": "bstune.tune",
 }
 
 

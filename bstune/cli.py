@@ -7,7 +7,6 @@ shown only with ``--debug``.
 from __future__ import annotations
 
 import math
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,6 +15,7 @@ import typer
 
 from bstune._version import __version__
 from bstune.errors import BstuneError
+from bstune.tune import check_positive
 
 __all__ = ["app", "main"]
 
@@ -43,6 +43,19 @@ DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA if prese
 TaskOptions = Annotated[
     Optional[list[str]], typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable.")
 ]
+ScriptArgument = Annotated[
+    Path, typer.Argument(help="The task script: defines data() and model(hp), or train(hp, run).")
+]
+StorageOption = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
+        show_envvar=False,
+        help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or $BSTUNE_STORAGE "
+        "(default: sqlite:///bstune.db).",
+    ),
+]
 ExistingStudyName = Annotated[
     Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
 ]
@@ -58,14 +71,6 @@ def _root(
     """bstune: which batch size, learning rate and epochs, measured on your model and hardware."""
 
 
-def _positive(name: str, value: float | None, *, integer: bool = False) -> None:
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0:
-        kind = "an integer of at least 1" if integer else "a number greater than 0"
-        raise BstuneError(f"{name} must be {kind}; got {value:g}")
-
-
 def _parse_options(items: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -76,121 +81,135 @@ def _parse_options(items: list[str]) -> dict[str, str]:
     return out
 
 
+# The options of bstune optimize; bstune confirm shares several.
+TimeBudgetOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--time-budget",
+        help="Time-budget mode: each trial trains at most this many seconds; its value is the best "
+        "validation metric reached. The default mode (with the script's budget, else 60 s).",
+    ),
+]
+TargetOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--target",
+        help="Target mode: a trial stops when the validation metric reaches this value; its value "
+        "is the training seconds it took.",
+    ),
+]
+SpaceOption = Annotated[
+    Optional[str], typer.Option("--space", help="A built-in search space name (default, lstm, ...) or a YAML file.")
+]
+NTrialsOption = Annotated[
+    Optional[int], typer.Option("--n-trials", help="Trials to add to the study (script default, else 20).")
+]
+TimeoutOption = Annotated[
+    Optional[float], typer.Option("--timeout", help="Stop starting trials after this many seconds.")
+]
+NewStorageOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
+        show_envvar=False,
+        help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or "
+        "$BSTUNE_STORAGE (default: sqlite:///bstune.db; journal:bstune.log with --workers above 1).",
+    ),
+]
+NewStudyName = Annotated[
+    Optional[str], typer.Option("--study-name", help="Study to create or resume (default: script name and mode).")
+]
+ClockOption = Annotated[
+    str, typer.Option("--clock", help="'train' counts training steps only; 'wall' counts everything.")
+]
+MicroBatchOption = Annotated[
+    Optional[int],
+    typer.Option("--micro-batch-size", help="Largest batch through the model at once; larger batches accumulate gradients."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the sampler and of each trial's training.")]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Run the model through torch.compile (built-in trainer); compile time counts as overhead, not training.",
+    ),
+]
+PrunerOption = Annotated[
+    str,
+    typer.Option(
+        "--pruner",
+        help="default (bstune's for the mode: divergence, slow or target-time, gain-bound), none, "
+        "divergence, gain-bound, time-aligned, target-time, slow, or Optuna's median, successive-halving, "
+        "hyperband.",
+    ),
+]
+ArtifactDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--artifact-dir", help="Also save the report files (HTML, JSON, PNG) as Optuna artifacts here."),
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option("--workers", help="Worker processes on this machine: one per GPU, or a share of the CPU cores each."),
+]
+MaxFailuresOption = Annotated[
+    int,
+    typer.Option("--max-consecutive-failures", help="Stop after this many trials in a row fail in the task's code."),
+]
+HeartbeatOption = Annotated[
+    int,
+    typer.Option(
+        "--heartbeat-interval",
+        help="RDB storage: seconds between a running trial's heartbeats; a trial silent for twice "
+        "that long (its process died) is failed and retried.",
+    ),
+]
+ProbeFirstOption = Annotated[
+    bool,
+    typer.Option(
+        "--probe",
+        help="Run bstune probe first (memory, throughput, noise scale) and search the space it narrows; "
+        "writes SCRIPT-probe.yaml and SCRIPT-probe.png.",
+    ),
+]
+ConfirmOption = Annotated[
+    int,
+    typer.Option(
+        "--confirm",
+        help="After the search, train the best --confirm-top configurations again with K other seeds each "
+        "(never pruned); the report then shows mean and spread and which are within noise of the best.",
+        metavar="K",
+    ),
+]
+ConfirmTopOption = Annotated[
+    int, typer.Option("--confirm-top", help="How many of the best configurations --confirm trains again.")
+]
+
+
 @app.command()
 def optimize(
-    script: Annotated[Path, typer.Argument(help="The task script: defines data() and model(hp), or train(hp, run).")],
-    time_budget: Annotated[
-        Optional[float],
-        typer.Option(
-            "--time-budget",
-            help="Time-budget mode: each trial trains at most this many seconds; its value is the best "
-            "validation metric reached. The default mode (with the script's budget, else 60 s).",
-        ),
-    ] = None,
-    target: Annotated[
-        Optional[float],
-        typer.Option(
-            "--target",
-            help="Target mode: a trial stops when the validation metric reaches this value; its value "
-            "is the training seconds it took.",
-        ),
-    ] = None,
-    space: Annotated[
-        Optional[str],
-        typer.Option("--space", help="A built-in search space name (default, lstm, ...) or a YAML file."),
-    ] = None,
-    n_trials: Annotated[
-        Optional[int], typer.Option("--n-trials", help="Trials to add to the study (script default, else 20).")
-    ] = None,
-    timeout: Annotated[
-        Optional[float], typer.Option("--timeout", help="Stop starting trials after this many seconds.")
-    ] = None,
-    storage: Annotated[
-        Optional[str],
-        typer.Option(
-            "--storage",
-            envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
-            show_envvar=False,
-            help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or "
-            "$BSTUNE_STORAGE (default: sqlite:///bstune.db; journal:bstune.log with --workers above 1).",
-        ),
-    ] = None,
-    study_name: Annotated[
-        Optional[str],
-        typer.Option("--study-name", help="Study to create or resume (default: script name and mode)."),
-    ] = None,
-    clock: Annotated[
-        str, typer.Option("--clock", help="'train' counts training steps only; 'wall' counts everything.")
-    ] = "train",
+    script: ScriptArgument,
+    time_budget: TimeBudgetOption = None,
+    target: TargetOption = None,
+    space: SpaceOption = None,
+    n_trials: NTrialsOption = None,
+    timeout: TimeoutOption = None,
+    storage: NewStorageOption = None,
+    study_name: NewStudyName = None,
+    clock: ClockOption = "train",
     device: DeviceOption = "auto",
-    micro_batch_size: Annotated[
-        Optional[int],
-        typer.Option("--micro-batch-size", help="Largest batch through the model at once; larger batches accumulate gradients."),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler and of each trial's training.")] = 0,
-    compile_model: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="Run the model through torch.compile (built-in trainer); compile time counts as overhead, not training.",
-        ),
-    ] = False,
-    pruner: Annotated[
-        str,
-        typer.Option(
-            "--pruner",
-            help="default (bstune's for the mode: divergence, slow or target-time, gain-bound), none, "
-            "divergence, gain-bound, time-aligned, target-time, slow, or Optuna's median, successive-halving, "
-            "hyperband.",
-        ),
-    ] = "default",
+    micro_batch_size: MicroBatchOption = None,
+    seed: SeedOption = 0,
+    compile_model: CompileOption = False,
+    pruner: PrunerOption = "default",
     task_option: TaskOptions = None,
-    artifact_dir: Annotated[
-        Optional[Path],
-        typer.Option("--artifact-dir", help="Also save the report files (HTML, JSON, PNG) as Optuna artifacts here."),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            help="Worker processes on this machine: one per GPU, or a share of the CPU cores each.",
-        ),
-    ] = 1,
-    max_consecutive_failures: Annotated[
-        int,
-        typer.Option(
-            "--max-consecutive-failures",
-            help="Stop after this many trials in a row fail in the task's code.",
-        ),
-    ] = 3,
-    heartbeat_interval: Annotated[
-        int,
-        typer.Option(
-            "--heartbeat-interval",
-            help="RDB storage: seconds between a running trial's heartbeats; a trial silent for twice "
-            "that long (its process died) is failed and retried.",
-        ),
-    ] = 10,
-    probe_first: Annotated[
-        bool,
-        typer.Option(
-            "--probe",
-            help="Run bstune probe first (memory, throughput, noise scale) and search the space it narrows; "
-            "writes SCRIPT-probe.yaml and SCRIPT-probe.png.",
-        ),
-    ] = False,
-    confirm: Annotated[
-        int,
-        typer.Option(
-            "--confirm",
-            help="After the search, train the best --confirm-top configurations again with K other seeds each "
-            "(never pruned); the report then shows mean and spread and which are within noise of the best.",
-            metavar="K",
-        ),
-    ] = 0,
-    confirm_top: Annotated[
-        int, typer.Option("--confirm-top", help="How many of the best configurations --confirm trains again.")
-    ] = 3,
+    artifact_dir: ArtifactDirOption = None,
+    workers: WorkersOption = 1,
+    max_consecutive_failures: MaxFailuresOption = 3,
+    heartbeat_interval: HeartbeatOption = 10,
+    probe_first: ProbeFirstOption = False,
+    confirm: ConfirmOption = 0,
+    confirm_top: ConfirmTopOption = 3,
     debug: DebugOption = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
@@ -199,197 +218,22 @@ def optimize(
     with live progress, and the best configurations are printed at the end. Watch or inspect the
     study with: optuna-dashboard sqlite:///bstune.db
     """
-    import optuna
-    from rich.console import Console
+    from bstune.tune import tune
 
-    from bstune import _progress
-    from bstune.analysis import best_configurations
-    from bstune.objectives import Target, TimeBudget
-    from bstune.space import load_space
-    from bstune.study import create_study, make_objective, mask_url, resolve_storage
-    from bstune.study import optimize as run_study
-    from bstune.task import load_task
-
-    if time_budget is not None and target is not None:
-        raise BstuneError("give either --time-budget or --target, not both")
-    _positive("--time-budget", time_budget)
-    if not (n_trials == 0 and confirm):  # --n-trials 0 --confirm K: confirm an existing study only
-        _positive("--n-trials", n_trials, integer=True)
-    _positive("--timeout", timeout)
-    _positive("--micro-batch-size", micro_batch_size, integer=True)
-    if confirm < 0:
-        raise BstuneError(f"--confirm must be an integer of at least 0; got {confirm}")
-    _positive("--confirm-top", confirm_top, integer=True)
-    if target is not None and not math.isfinite(target):
-        raise BstuneError(f"--target must be a finite number; got {target}")
-    if clock not in ("train", "wall"):
-        raise BstuneError(f"--clock must be 'train' or 'wall'; got {clock!r}")
-    from bstune.pruners import PRUNER_NAMES, make_pruner
-
-    if pruner not in PRUNER_NAMES:
-        raise BstuneError(f"--pruner must be one of {', '.join(PRUNER_NAMES)}; got {pruner!r}")
-    _positive("--max-consecutive-failures", max_consecutive_failures, integer=True)
-    _positive("--heartbeat-interval", heartbeat_interval, integer=True)
-    plans = None
-    if workers != 1:
-        from bstune import _workers
-
-        plans = _workers.plan_workers(workers, device)
-    storage = storage or ("journal:bstune.log" if plans else "sqlite:///bstune.db")
-
-    task = load_task(script, _parse_options(task_option or []))
-    if compile_model and task.owns_loop:
-        raise BstuneError(
-            f"--compile: {str(script)!r} defines train(hp, run) and owns its loop; compile the model there instead"
-        )
-    defaults = task.defaults
-    metric = {k: defaults[k] for k in ("metric_name", "metric_direction") if k in defaults}
-    if target is not None:
-        mode: TimeBudget | Target = Target(target, clock=clock, **metric)  # type: ignore[arg-type]
-    elif time_budget is not None:
-        mode = TimeBudget(time_budget, clock=clock, **metric)  # type: ignore[arg-type]
-    elif "target" in defaults:
-        mode = Target(float(defaults["target"]), clock=clock, **metric)  # type: ignore[arg-type]
-    else:
-        mode = TimeBudget(float(defaults.get("time_budget", 60.0)), clock=clock, **metric)  # type: ignore[arg-type]
-    if isinstance(mode, Target):
-        mode.check_range("--target" if target is not None else f"{str(script)!r}: DEFAULTS target")
-    n_trials = n_trials if n_trials is not None else int(defaults.get("n_trials", 20))
-    the_space = load_space(space or defaults.get("space", "default"))
-    if study_name is None:
-        tag = f"budget-{mode.budget:g}s" if isinstance(mode, TimeBudget) else f"target-{mode.target:g}"
-        study_name = f"{task.name}-{tag}" + ("-probe" if probe_first else "")
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 150)  # logs and pipes: keep each trial on one line
-    probed = None
-    if probe_first:
-        stored = _stored_probe(storage, study_name)
-        if stored is not None:  # resuming: the same space, not a fresh probe that may differ
-            the_space = load_space(stored["space"])
-            console.print(f"resuming a probed study: its space from the earlier probe ({the_space.name})")
-        else:
-            probed = _probe_and_report(console, task, the_space, device=device, seed=seed, output_dir=Path("."))
-            the_space = probed.space
-    optuna.logging.set_verbosity(optuna.logging.WARNING if debug else optuna.logging.ERROR)
-    if micro_batch_size is None:
-        micro_batch_size = the_space.micro_batch_size  # a probed space's memory limit
-    trainer = None  # the data is loaded before the study is made: bad data leaves no study behind
-    if not task.owns_loop and plans is None:
-        from bstune.train import Trainer
-
-        trainer = Trainer(task, device=device, seed=seed, micro_batch_size=micro_batch_size, compile=compile_model)
-        data = trainer.data()
-        console.print(
-            f"data: {data.n_train:,} training and {data.x_valid.shape[0]:,} validation samples "
-            f"on {trainer.device_name}" + ("" if trainer.data_on_device else " (streamed from pinned host memory)")
-        )
-    storage_obj = resolve_storage(storage, heartbeat_interval=heartbeat_interval)
-    study = create_study(
-        mode, space=the_space, storage=storage_obj, study_name=study_name, seed=seed, pruner=make_pruner(pruner, mode)
+    tune(
+        script, time_budget=time_budget, target=target, space=space, n_trials=n_trials, timeout=timeout,
+        storage=storage, study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size,
+        seed=seed, compile=compile_model, pruner=pruner, task_options=_parse_options(task_option or []),
+        artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
+        heartbeat_interval=heartbeat_interval, probe=probe_first, confirm=confirm, confirm_top=confirm_top,
+        debug=debug,
     )
-    before = len(study.trials)
-    if probed is not None:
-        study.set_user_attr("probe", probed.to_dict())
-
-    what = f"time budget {mode.budget:g} s per trial" if isinstance(mode, TimeBudget) else f"target {mode.metric_name} {mode.target:g}"
-    resumed = f", resuming after {before} trials" if before else ""
-    console.print(
-        f"study {study_name!r} in {mask_url(storage)}: {what}, space {the_space.name!r}, {n_trials} trials{resumed}"
-    )
-    progress = _progress.Progress(console, mode, n_trials)
-    aborted = False
-    spec = {
-        "script": str(script.resolve()), "task_options": task.options, "space": the_space.to_dict(),
-        "mode": mode.to_attrs(), "storage": storage, "study_name": study_name, "seed": seed,
-        "micro_batch_size": micro_batch_size, "heartbeat_interval": heartbeat_interval, "debug": debug,
-        "pruner": pruner, "compile": compile_model,
-    }
-    try:
-        objective = None
-        if plans is None:
-            objective = make_objective(
-                task, the_space, mode, trainer=trainer, on_report=progress.on_report, micro_batch_size=micro_batch_size
-            )
-            if n_trials:
-                run_study(study, objective, n_trials=n_trials, timeout=timeout, callbacks=[progress.on_trial_end],
-                          max_consecutive_failures=max_consecutive_failures)
-        elif n_trials:
-            _run_workers(console, progress, study, plans, n_trials=n_trials, timeout=timeout,
-                         max_consecutive_failures=max_consecutive_failures, spec=spec)
-        if confirm:
-            _confirm_phase(console, progress, study, confirm, confirm_top, objective=objective, plans=plans,
-                           spec=spec, max_consecutive_failures=max_consecutive_failures)
-    except KeyboardInterrupt as e:
-        aborted = type(e).__name__ == "Interrupted"  # the second Ctrl-C: out at once
-        raise
-    finally:
-        if not aborted:
-            rows = best_configurations(study, k=5)
-            if rows:
-                console.print(_progress.best_table(rows, mode))
-            else:
-                console.print("no trial finished with a feasible value yet")
-            from bstune.analysis import publish_report
-
-            publish_report(study, console=console, artifact_dir=artifact_dir)
-            console.print(
-                f"inspect it: bstune dashboard --storage {mask_url(storage)} --study-name {shlex.quote(study_name)}"
-            )
-
-
-def _confirm_phase(console, progress, study, seeds, top, *, objective, plans, spec, max_consecutive_failures):  # type: ignore[no-untyped-def]
-    """--confirm K: train the best configurations again with K other seeds, pruning off."""
-    from bstune.confirmation import enqueue_confirmations, without_pruning
-    from bstune.study import optimize as run_study
-
-    queued = enqueue_confirmations(study, seeds, top)
-    if not queued:
-        console.print(f"confirm: the best {top} configurations already have {seeds} confirmation runs each"
-                      if study.trials else "confirm: no finished trial to confirm")
-        return
-    firsts = ", ".join(f"#{n}" for n in dict.fromkeys(queued))
-    console.print(f"confirming {firsts} with {seeds} more seed(s) each: {len(queued)} runs, not pruned")
-    progress.n_trials, progress.done = len(queued), 0
-    if plans is None:
-        run_study(without_pruning(study), objective, n_trials=len(queued), callbacks=[progress.on_trial_end],
-                  max_consecutive_failures=max_consecutive_failures)
-    else:
-        _run_workers(console, progress, study, plans, n_trials=len(queued), timeout=None,
-                     max_consecutive_failures=max_consecutive_failures, spec={**spec, "pruner": "none"})
-
-
-def _run_workers(console, progress, study, plans, **kwargs):  # type: ignore[no-untyped-def]
-    """--workers N: this process coordinates the workers (bstune/_workers.py)."""
-    from bstune import _workers
-
-    console.print(f"{len(plans)} workers: " + ", ".join(
-        f"#{p.index} on GPU {p.gpu}" if p.gpu is not None else f"#{p.index} on {p.threads} CPU thread(s)" for p in plans
-    ))
-
-    def lost(number: int, reason: str) -> None:
-        console.print(f"trial #{number} lost: {reason}", highlight=False, markup=False)
-
-    try:
-        outcome = _workers.run_workers(study, kwargs.pop("spec"), plans, on_trial_end=progress.on_trial_end,
-                                       on_lost=lost, **kwargs)
-    except _workers.Interrupted:
-        print("bstune: interrupted twice: the workers were killed; with RDB storage their running trials "
-              "are failed and retried after the heartbeat grace period", file=sys.stderr)
-        raise
-    if outcome.error:
-        raise BstuneError(outcome.error)
 
 
 @app.command(name="confirm")
 def confirm_command(
     script: Annotated[Path, typer.Argument(help="The task script the study was made with.")],
-    storage: Annotated[
-        str,
-        typer.Option("--storage", envvar="BSTUNE_STORAGE", show_envvar=False,
-                     help="Where the study lives (default: sqlite:///bstune.db, or $BSTUNE_STORAGE)."),
-    ] = "sqlite:///bstune.db",
+    storage: StorageOption = "sqlite:///bstune.db",
     study_name: ExistingStudyName = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Confirmation runs per configuration (other seeds).")] = 2,
     top: Annotated[int, typer.Option("--top", help="How many of the best configurations to train again.")] = 3,
@@ -397,9 +241,7 @@ def confirm_command(
         Optional[str], typer.Option("--space", help="The search space the study was made with, if not the script's.")
     ] = None,
     device: DeviceOption = "auto",
-    micro_batch_size: Annotated[
-        Optional[int], typer.Option("--micro-batch-size", help="Largest batch through the model at once.")
-    ] = None,
+    micro_batch_size: MicroBatchOption = None,
     seed: Annotated[int, typer.Option("--seed", help="The seed the study was made with.")] = 0,
     task_option: TaskOptions = None,
     debug: DebugOption = False,
@@ -412,6 +254,7 @@ def confirm_command(
     """
     from bstune.analysis import load_existing_study
     from bstune.objectives import Target, mode_from_attrs
+    from bstune.tune import tune
 
     if seeds < 1:
         raise BstuneError(f"--seeds must be an integer of at least 1; got {seeds}")
@@ -419,20 +262,17 @@ def confirm_command(
     mode = mode_from_attrs(study.user_attrs)
     if mode is None:
         raise BstuneError(f"study {study.study_name!r} was not made by bstune; it has no mode to train in")
-    optimize(
+    tune(
         script, time_budget=getattr(mode, "budget", None), target=mode.target if isinstance(mode, Target) else None,
-        space=space, n_trials=0, timeout=None, storage=storage, study_name=study.study_name, clock=mode.clock,
-        device=device, micro_batch_size=micro_batch_size, seed=seed, compile_model=False, pruner="default",
-        task_option=task_option, artifact_dir=None, workers=1, max_consecutive_failures=3, heartbeat_interval=10,
-        probe_first=False, confirm=seeds, confirm_top=top, debug=debug,
+        space=space, n_trials=0, storage=storage, study_name=study.study_name, clock=mode.clock, device=device,
+        micro_batch_size=micro_batch_size, seed=seed, task_options=_parse_options(task_option or []),
+        confirm=seeds, confirm_top=top, debug=debug,
     )
 
 
 @app.command()
 def report(
-    storage: Annotated[
-        str, typer.Option("--storage", help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log.")
-    ] = "sqlite:///bstune.db",
+    storage: StorageOption = "sqlite:///bstune.db",
     study_name: ExistingStudyName = None,
     fmt: Annotated[str, typer.Option("--format", help="table, json, csv or markdown, on standard output.")] = "table",
     html: Annotated[
@@ -457,7 +297,7 @@ def report(
     if fmt not in FORMATS:
         raise BstuneError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     for b in budget or []:
-        _positive("--budget", b)
+        check_positive("--budget", b)
     if target is not None and not math.isfinite(target):
         raise BstuneError(f"--target must be a finite number; got {target}")
     study = load_existing_study(storage, study_name)
@@ -484,9 +324,7 @@ def report(
 
 @app.command()
 def dashboard(
-    storage: Annotated[
-        str, typer.Option("--storage", help="Where the studies live: sqlite:///FILE.db, postgresql://..., journal:FILE.log.")
-    ] = "sqlite:///bstune.db",
+    storage: StorageOption = "sqlite:///bstune.db",
     study_name: Annotated[Optional[str], typer.Option("--study-name", help="Open this study's page.")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8080,
@@ -512,19 +350,6 @@ def dashboard(
         server.server_close()
 
 
-def _stored_probe(storage: str, study_name: str) -> dict | None:  # type: ignore[type-arg]
-    """The probe findings stored on an existing study of that name, if any."""
-    import optuna
-
-    from bstune.study import resolve_storage
-
-    store = resolve_storage(storage)
-    if study_name not in optuna.study.get_all_study_names(storage=store):  # type: ignore[arg-type]
-        return None
-    found = optuna.load_study(study_name=study_name, storage=store).user_attrs.get("probe")  # type: ignore[arg-type]
-    return found if isinstance(found, dict) and isinstance(found.get("space"), dict) else None
-
-
 def _parse_params(items: list[str]) -> dict[str, object]:
     import yaml
 
@@ -535,23 +360,6 @@ def _parse_params(items: list[str]) -> dict[str, object]:
         except yaml.YAMLError:
             out[key] = value
     return out
-
-
-def _probe_and_report(console, task, base_space, *, output_dir: Path, **kwargs):  # type: ignore[no-untyped-def]
-    """Run the probe, print its log, table and findings, and write its space file and picture."""
-    from bstune.probe import plot_probe, probe_table, run_probe, summary_lines, write_space
-
-    result = run_probe(task, space=base_space, log=lambda line: console.print(f"[dim]{line}[/]"), **kwargs)
-    console.print(probe_table(result))
-    for line in summary_lines(result):
-        console.print(line)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    space_file = write_space(result, output_dir / f"{task.name}-probe.yaml")
-    picture = plot_probe(result, output_dir / f"{task.name}-probe.png")
-    console.print(f"wrote {space_file} (bstune optimize {task.path} --space {space_file}) and {picture}")
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items() if k != "total")
-    console.print(f"probe took {result.seconds['total']:.1f} s ({parts})")
-    return result
 
 
 @app.command()
@@ -606,13 +414,14 @@ def probe(
 
     from bstune.space import load_space
     from bstune.task import load_task
+    from bstune.tune import probe_and_report
 
-    _positive("--max-batch-size", max_batch_size, integer=True)
-    _positive("--min-batch-size", min_batch_size, integer=True)
-    _positive("--memory-limit", memory_limit)
+    check_positive("--max-batch-size", max_batch_size, integer=True)
+    check_positive("--min-batch-size", min_batch_size, integer=True)
+    check_positive("--memory-limit", memory_limit)
     if not 0 <= safety_margin < 1:
         raise BstuneError(f"--safety-margin must be in [0, 1); got {safety_margin:g}")
-    _positive("--noise-seconds", noise_seconds)
+    check_positive("--noise-seconds", noise_seconds)
     if noise_steps < 0:
         raise BstuneError(f"--noise-steps must be an integer of at least 0; got {noise_steps}")
     task = load_task(script, _parse_options(task_option or []))
@@ -620,20 +429,11 @@ def probe(
     console = Console(highlight=False)
     if not console.is_terminal:
         console.width = max(console.width, 120)
-    _probe_and_report(
-        console,
-        task,
-        base,
-        output_dir=output_dir,
-        device=device,
-        params=_parse_params(param or []),
-        max_batch_size=max_batch_size,
-        min_batch_size=min_batch_size,
-        safety_margin=safety_margin,
+    probe_and_report(
+        console, task, base, output_dir=output_dir, device=device, params=_parse_params(param or []),
+        max_batch_size=max_batch_size, min_batch_size=min_batch_size, safety_margin=safety_margin,
         memory_limit=int(memory_limit * 2**20) if memory_limit is not None else None,
-        noise_steps=noise_steps,
-        noise_seconds=noise_seconds,
-        seed=seed,
+        noise_steps=noise_steps, noise_seconds=noise_seconds, seed=seed,
     )
 
 

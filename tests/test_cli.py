@@ -118,7 +118,9 @@ def test_a_script_that_owns_its_loop(cli, tmp_path):
         "s",
     )
     assert code == 0, err
-    assert all(t.user_attrs["stop_reason"] in ("budget", "epochs") for t in _load(tmp_path).trials)
+    trials = _load(tmp_path).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(t.user_attrs["stop_reason"] in ("budget", "epochs") and t.user_attrs["train_s"] > 0 for t in trials)
 
 
 def test_library_use_in_a_plain_optuna_objective(tmp_path, monkeypatch):
@@ -215,7 +217,39 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(cli, tmp_path, args, message):
     import re
 
     assert re.search(message, lines[0]), lines[0]
-    assert not list(tmp_path.glob("*.db")) or "--storage" not in args  # nothing written on bad input
+    assert not list(tmp_path.glob("*.db")) and not list(tmp_path.glob("*.log"))  # nothing written on bad input
+
+
+def test_spaces_lists_every_built_in_space_with_its_description(cli):
+    import yaml
+
+    code, out, _ = cli("spaces")
+    assert code == 0
+    files = sorted((ROOT / "search_spaces").glob("*.yaml"))
+    assert len(files) >= 3 and len(out.strip().splitlines()) == len(files)
+    for f in files:
+        description = yaml.safe_load(f.read_text(encoding="utf-8")).get("description", "")
+        assert f"{f.stem:16} {description}".strip() in out
+
+
+def test_seed_timeout_clock_and_micro_batch_options_take_effect(cli, tmp_path):
+    code, out, err = cli(
+        "optimize", BLOBS, "--time-budget", "0.3", "--n-trials", "40", "--timeout", "3", "--seed", "7",
+        "--clock", "wall", "--micro-batch-size", "8", "--storage", "sqlite:///x.db", "--study-name", "s",
+    )
+    assert code == 0, err
+    study = _load(tmp_path)
+    trials = study.trials
+    # --timeout: 40 trials of at least 0.3 s each cannot start within 3 s.
+    assert 1 <= len(trials) < 40
+    # --seed: the trainer seeds trial n with seed + n.
+    assert [t.user_attrs["seed"] for t in trials] == [7 + t.number for t in trials]
+    # --clock wall: the study's mode and every trial's time count the wall clock.
+    assert study.user_attrs["clock"] == "wall"
+    assert all(t.user_attrs["wall_s"] >= 0.3 for t in trials if t.user_attrs["stop_reason"] == "budget")
+    # --micro-batch-size: larger batches accumulate micro-batches of 8.
+    big = [t for t in trials if t.user_attrs["batch_size"] > 8]
+    assert big and all(t.user_attrs["micro_batch_size"] == 8 for t in big)
 
 
 def test_debug_shows_the_traceback(cli, tmp_path):

@@ -537,6 +537,18 @@ def test_slow_trial_pruner_stops_a_trial_that_fits_too_few_evaluations() -> None
             run.report(0.7)
 
 
+def test_slow_trial_pruner_lets_a_schedule_that_ends_before_its_next_evaluation_finish() -> None:
+    # One evaluation every 6 s fits once into 10 s, which the rule stops, unless the trial's own
+    # schedule (planned epochs at its pace) ends before the next evaluation would come.
+    for planned, pruned in ((2, False), (4, True)):  # ends at 2 x 6 / 1.5 = 8 s < 12 s; at 16 s > 12 s
+        study = _study(SlowTrialPruner(budget=10.0))
+        trial = study.ask()
+        trial.set_user_attr("planned_epochs", planned)
+        trial.set_user_attr("curve", {"epoch": [1.5]})
+        trial.report(0.6, 6000)
+        assert trial.should_prune() is pruned, planned
+
+
 def test_slow_trial_pruner_first_epoch_rule_needs_a_faster_trial() -> None:
     study = _study(SlowTrialPruner(budget=10.0, first_epoch=True))
     slow = study.ask()
@@ -687,12 +699,25 @@ def test_cli_rejects_an_unknown_pruner(capsys: pytest.CaptureFixture[str]) -> No
     assert "--pruner must be one of default, none," in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["none", "default"])
+@pytest.mark.parametrize("name", ["none", "default", "median"])
 def test_cli_optimize_with_a_pruner(
-    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from bstune import pruners
     from bstune.cli import main
 
+    made: list[tuple[str, optuna.pruners.BasePruner]] = []
+    asked = []
+    real = pruners.make_pruner
+
+    def spy(pruner_name: str, mode: object) -> optuna.pruners.BasePruner:
+        p = real(pruner_name, mode)  # type: ignore[arg-type]
+        inner = p.prune
+        p.prune = lambda study, trial: asked.append(trial.number) or inner(study, trial)  # type: ignore[method-assign]
+        made.append((pruner_name, p))
+        return p
+
+    monkeypatch.setattr(pruners, "make_pruner", spy)
     root = Path(__file__).resolve().parents[1]
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     main(
@@ -712,6 +737,9 @@ def test_cli_optimize_with_a_pruner(
         ]
     )
     assert "Best configurations" in capsys.readouterr().out
+    # The named pruner was made, and it is the one the study asked at the trials' reports.
+    assert [n for n, _ in made] == [name]
+    assert asked and set(asked) <= {0, 1, 2}
     study = optuna.load_study(study_name="mlp_blobs-budget-0.2s", storage=db)
     assert len(study.trials) == 3
     assert all(t.user_attrs["stop_reason"] in ("budget", "epochs", "pruned") for t in study.trials)

@@ -68,6 +68,48 @@ def test_trains_and_records_the_curve(task):
     assert frozen.user_attrs["device"] == "cpu" and frozen.user_attrs["amp"] == "off"
 
 
+HOOKED_TASK = """
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(640, 8, generator=g)
+    y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
+    return {"train": (x[:384], y[:384]), "valid": (x[384:], y[384:])}
+
+def model(hp):
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+class Tripled(nn.Module):
+    def forward(self, out, y):
+        return 3.0 * F.cross_entropy(out, y)
+
+def loss():
+    return Tripled()
+
+def metric(outputs, targets):
+    return torch.tensor(0.25)
+"""
+
+
+def test_the_task_hooks_loss_metric_and_data_as_a_dict(task, tmp_path):
+    hooked = tmp_path / "hooked.py"
+    hooked.write_text(HOOKED_TASK)
+    # A learning rate too small to move the weights: the same model, so the loss ratio is exact.
+    still = Hyperparams(batch_size=64, learning_rate=1e-12, epochs=1, base_learning_rate=1e-12)
+    plain, _ = _train(task, still)
+    run, frozen = _train(load_task(hooked), still)
+    assert frozen.user_attrs["samples_seen"] == 384  # the dict's training part, one epoch
+    assert [p.metric for p in run.curve] == [0.25] * len(run.curve)  # metric() is what is reported
+    assert frozen.value == 0.25
+    # loss(): the training loss is three times plain cross-entropy on the same weights (the
+    # first report averages the same first batches in both: the same seed, the same order).
+    ratio = run.curve[0].loss / plain.curve[0].loss
+    assert ratio == pytest.approx(3.0, rel=0.05)
+
+
 def test_gradient_accumulation_gives_the_effective_batch(task):
     full, _ = _train(task, hp(batch=64))
     accumulated, frozen = _train(task, hp(batch=64), micro_batch_size=16)

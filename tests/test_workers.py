@@ -1,4 +1,4 @@
-"""bstune/_workers.py: several worker processes on one study, lost trials, Ctrl-C, heartbeats.
+"""bstune/_workers/: several worker processes on one study, lost trials, Ctrl-C, heartbeats.
 
 The end-to-end tests start real ``bstune optimize --workers N`` processes on a journal file and on
 a private PostgreSQL server, with a synthetic task that trains in milliseconds. A trial sleeps only
@@ -37,6 +37,21 @@ def test_one_gpu_per_worker() -> None:
     assert [(p.device, p.gpu) for p in plans] == [("cuda", "3"), ("cuda", "5")]
     assert plans[1].env()["CUDA_VISIBLE_DEVICES"] == "5"
     assert [p.cpu_cores for p in plans] == [(0, 1, 2, 3), (4, 5, 6, 7)]
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch) -> None:
+    torch = pytest.importorskip("torch")
+    from bstune._workers import visible_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", " 3, 5 ,7")  # as CUDA reads it: the first two exist
+    assert visible_gpus() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == ["0", "1"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert visible_gpus() == []
 
 
 def test_more_workers_than_gpus_is_refused() -> None:

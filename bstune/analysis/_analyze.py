@@ -38,7 +38,7 @@ from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.analysis._report import BatchSizeRow, FrontPoint, Recommendation, Report, TrialSummary
 from bstune.analysis._scaling import fit_scaling
 from bstune.errors import BstuneError, invalid
-from bstune.objectives import Target, TimeBudget, mode_from_attrs
+from bstune.objectives import Mode, Target, TimeBudget, mode_from_attrs
 from bstune.run import curve_from_attrs
 from bstune.study import is_feasible
 
@@ -198,17 +198,7 @@ def analyze(
         >>> analyze(optuna.create_study()).messages
         ['the study has no trials yet']
     """
-    if len(study.directions) != 1:
-        raise BstuneError(
-            f"study {study.study_name!r} has {len(study.directions)} objectives; bstune reports read single-objective studies"
-        )
-    if budgets is not None:
-        for b in budgets:
-            if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b > 0):
-                raise invalid("budgets", "analyze", "a list of seconds greater than 0", list(budgets))
-    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target)):
-        raise invalid("target", "analyze", "a finite number", target)
-
+    _check_arguments(study, budgets, target)
     attrs = study.user_attrs
     mode = mode_from_attrs(attrs)
     if mode is not None:
@@ -220,7 +210,6 @@ def analyze(
     budget_mode = mode is None or isinstance(mode, TimeBudget)
     study_target = mode.target if isinstance(mode, Target) else None
     direction = "maximize" if maximize else "minimize"
-
     all_trials = study.get_trials(deepcopy=False)
     summaries = [_summarize(t, clock, maximize, budget_mode) for t in all_trials]
     messages: list[str] = []
@@ -234,6 +223,53 @@ def analyze(
         what = ", ".join(f"{n} {k}" for k, n in sorted(states.items()))
         messages.append(f"no finished trial with a measured time and metric ({what}): the front is empty")
 
+    front, anytime, flat, reference, hv, a_hv = _fronts(summaries, finished, mode, maximize)
+    recs = _recommend(finished, flat, budgets, maximize)
+    rows, tt_target = _batch_sizes(summaries, target if target is not None else study_target, maximize)
+    best_rows = [r for r in rows if r.best_learning_rate is not None]
+    fit = fit_scaling([r.batch_size for r in best_rows], [r.best_learning_rate or 0.0 for r in best_rows])
+    if rows and fit is None:
+        messages.append("the learning-rate scaling exponent needs finished trials at two batch sizes or more")
+    imp: dict[str, float] = {}
+    if importance and summaries:
+        imp, why = _importance(study, sum(1 for s in summaries if s.state == "complete"))
+        if why:
+            messages.append(why)
+
+    report = Report(
+        study_name=study.study_name, mode=mode.kind if mode is not None else None, metric_name=metric_name,
+        metric_direction=direction, clock=clock, budget_s=mode.budget if isinstance(mode, TimeBudget) else None,
+        target=study_target, time_to_target_target=tt_target, n_trials=len(summaries), states=states,
+        stop_reasons=reasons, trials=summaries, front=front, anytime_front=anytime, reference=reference,
+        hypervolume=hv, anytime_hypervolume=a_hv, recommendations=recs, batch_sizes=rows, lr_scaling=fit,
+        importance=imp, messages=messages,
+    )
+    report.equal_footing = equal_footing(summaries, rows)
+    report.confirmations = confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
+                                          target_mode=not budget_mode)
+    probe = attrs.get("probe")
+    report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)
+    return report
+
+
+def _check_arguments(study: optuna.Study, budgets: Sequence[float] | None, target: float | None) -> None:
+    if len(study.directions) != 1:
+        raise BstuneError(
+            f"study {study.study_name!r} has {len(study.directions)} objectives; bstune reports read single-objective studies"
+        )
+    if budgets is not None:
+        for b in budgets:
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b > 0):
+                raise invalid("budgets", "analyze", "a list of seconds greater than 0", list(budgets))
+    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target)):
+        raise invalid("target", "analyze", "a finite number", target)
+
+
+def _fronts(
+    summaries: list[TrialSummary], finished: list[TrialSummary], mode: Mode | None, maximize: bool
+) -> tuple[list[FrontPoint], list[FrontPoint], list[tuple[TrialSummary, float, float]], tuple[float, float] | None,
+           float | None, float | None]:
+    """The finished front, the anytime front, every curve point, and both hypervolumes' reference."""
     # The finished front: each trial at its full training time with the best metric it reached.
     idx = pareto_indices([s.time_s for s in finished], [s.metric for s in finished], maximize=maximize)
     front = [_point(finished[i], finished[i].time_s, finished[i].metric, finished[i].epochs_done) for i in idx]
@@ -260,50 +296,7 @@ def analyze(
         reference = (t_ref, m_ref)
         hv = hypervolume_2d([p.time_s for p in front], [p.metric for p in front], reference, maximize=maximize)
         a_hv = hypervolume_2d([p.time_s for p in anytime], [p.metric for p in anytime], reference, maximize=maximize)
-
-    recs = _recommend(finished, flat, budgets, maximize)
-    rows, tt_target = _batch_sizes(summaries, target if target is not None else study_target, maximize)
-    best_rows = [r for r in rows if r.best_learning_rate is not None]
-    fit = fit_scaling([r.batch_size for r in best_rows], [r.best_learning_rate or 0.0 for r in best_rows])
-    if rows and fit is None:
-        messages.append("the learning-rate scaling exponent needs finished trials at two batch sizes or more")
-
-    imp: dict[str, float] = {}
-    if importance and summaries:
-        imp, why = _importance(study, sum(1 for s in summaries if s.state == "complete"))
-        if why:
-            messages.append(why)
-
-    report = Report(
-        study_name=study.study_name,
-        mode=mode.kind if mode is not None else None,
-        metric_name=metric_name,
-        metric_direction=direction,
-        clock=clock,
-        budget_s=mode.budget if isinstance(mode, TimeBudget) else None,
-        target=study_target,
-        time_to_target_target=tt_target,
-        n_trials=len(summaries),
-        states=states,
-        stop_reasons=reasons,
-        trials=summaries,
-        front=front,
-        anytime_front=anytime,
-        reference=reference,
-        hypervolume=hv,
-        anytime_hypervolume=a_hv,
-        recommendations=recs,
-        batch_sizes=rows,
-        lr_scaling=fit,
-        importance=imp,
-        messages=messages,
-    )
-    report.equal_footing = equal_footing(summaries, rows)
-    report.confirmations = confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
-                                          target_mode=not budget_mode)
-    probe = attrs.get("probe")
-    report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)
-    return report
+    return front, anytime, flat, reference, hv, a_hv
 
 
 def _recommend(

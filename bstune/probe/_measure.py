@@ -20,6 +20,9 @@ from bstune.task import Task
 if TYPE_CHECKING:
     import torch
 
+    from bstune.memory import BatchSearch
+    from bstune.noise import NoiseScale
+    from bstune.space import Hyperparams
     from bstune.train import Trainer
 
 
@@ -176,251 +179,249 @@ def run_probe(
         noise_seconds: The most seconds the noise scale may take (it stops early, and says so).
         noise_batch_sizes: ``(b_small, b_big)`` for the noise scale; default ``(32, 1024)`` cut to
             the data and the memory found.
-        seed: Seeds the models and the sampled batches.
-        log: Receives every decision as one line.
+        seed: Seeds the models and the sampled batches. log: receives every decision as one line.
         clock: A monotonic clock (seconds).
 
     Raises:
         BstuneError: The task owns its loop (``train(hp, run)``): there is no step to measure.
     """
-    import torch
+    _check_probe_arguments(task, locals())
+    from bstune.train import Trainer
 
+    t_start = clock()
+    trainer = trainer or Trainer(task, seed=seed, device=device)
+    base = space if isinstance(space, SearchSpace) else load_space(space or task.defaults.get("space", "default"))
+    p = _Probe(trainer, seed, log or (lambda s: None), clock, t_start)
+    hp = probe_hyperparams(base, params)
+    p.seconds["data"] = p.clock() - p.t_start
+    limit_bytes, source = _memory_limit(p.trainer.device, memory_limit)
+    p.build(task, hp, limit_bytes, source)
+    if max_batch_size is None:
+        max_batch_size = 4096 if p.trainer.device.type == "cpu" else 65536
+    search = p.largest_batch(bound=min(p.n, max_batch_size), safety_margin=safety_margin, limit_bytes=limit_bytes)
+    measurements = p.throughput(min(min_batch_size, search.largest), search.largest, step_seconds)
+    t = p.clock()
+    noise = p.noise_scale(base, hp, noise_batch_sizes or (min(32, search.limit), 1024), noise_steps, noise_seconds)
+    p.seconds["noise"] = p.clock() - t
+    narrowed, reasons = narrow_space(
+        base, search=search, critical=noise.b_simple if noise is not None else None, n_train=p.n,
+        throughput={m.batch_size: m.samples_per_s for m in measurements},
+    )
+    for r in reasons:
+        p.say(r)
+    p.seconds["total"] = p.clock() - p.t_start
+    if busy := _busy():
+        p.say(f"the machine was busy ({busy}): throughput figures are noisy; probe again on a quiet machine")
+    return ProbeResult(
+        task=task.name, device=p.trainer.device_name, n_train=p.n, hp=hp, base_space=base, search=search,
+        memory_limit_bytes=limit_bytes, memory_limit_source=source, measurements=measurements, noise=noise,
+        space=narrowed, reasons=reasons, seconds=p.seconds, busy=busy,
+    )
+
+
+def _check_probe_arguments(task: Task, a: dict[str, Any]) -> None:
     if task.owns_loop:
         raise BstuneError(
             f"task script {str(task.path)!r} defines train(hp, run); bstune probe needs data() and model(hp) "
             "so that it can run the training step itself"
         )
-    for name, value in (("max_batch_size", max_batch_size), ("min_batch_size", min_batch_size)):
+    for name in ("max_batch_size", "min_batch_size"):
+        value = a[name]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise invalid(name, "probe", "an int in the range [1, inf)", value)
-    if not 0.0 <= safety_margin < 1.0:
-        raise invalid("safety_margin", "probe", "a number in the range [0, 1)", safety_margin)
-    if memory_limit is not None and memory_limit <= 0:
-        raise invalid("memory_limit", "probe", "a number of bytes greater than 0", memory_limit)
-    if not step_seconds > 0:
-        raise invalid("step_seconds", "probe", "a number greater than 0", step_seconds)
+    if not 0.0 <= a["safety_margin"] < 1.0:
+        raise invalid("safety_margin", "probe", "a number in the range [0, 1)", a["safety_margin"])
+    if a["memory_limit"] is not None and a["memory_limit"] <= 0:
+        raise invalid("memory_limit", "probe", "a number of bytes greater than 0", a["memory_limit"])
+    if not a["step_seconds"] > 0:
+        raise invalid("step_seconds", "probe", "a number greater than 0", a["step_seconds"])
+    noise_steps = a["noise_steps"]
     if isinstance(noise_steps, bool) or not isinstance(noise_steps, int) or noise_steps < 0:
         raise invalid("noise_steps", "probe", "an int in the range [0, inf)", noise_steps)
-    if not noise_seconds > 0:
-        raise invalid("noise_seconds", "probe", "a number greater than 0", noise_seconds)
-    say = log or (lambda s: None)
-    seconds: dict[str, float] = {}
-    t_start = clock()
+    if not a["noise_seconds"] > 0:
+        raise invalid("noise_seconds", "probe", "a number greater than 0", a["noise_seconds"])
 
-    from bstune.train import Trainer
 
-    trainer = trainer or Trainer(task, seed=seed, device=device)
-    base = space if isinstance(space, SearchSpace) else load_space(space or task.defaults.get("space", "default"))
-    data = trainer.data()
-    n = data.n_train
-    hp = probe_hyperparams(base, params)
-    dev = trainer.device
-    sync = trainer.sync or (lambda: None)
-    seconds["data"] = clock() - t_start
+def _memory_limit(dev: torch.device, memory_limit: int | None) -> tuple[int | None, str]:
+    """Bytes a step may use and where that figure comes from (set, device, host budget, none)."""
+    import torch
 
     if dev.type == "cuda":
         total = int(torch.cuda.mem_get_info(dev)[1])
-        limit_bytes, source = (memory_limit, "set") if memory_limit and memory_limit < total else (total, "device")
-    else:
-        avail = _host_available()
-        if memory_limit is not None:
-            limit_bytes, source = memory_limit, "set"
-        elif avail is not None:
-            limit_bytes, source = avail // 2, "host budget"
-        else:
-            limit_bytes, source = None, "none"
-    extras = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.params.items())
-    say(
-        f"probing {task.name} on {trainer.device_name}: {n:,} training samples"
-        + (f", model with {extras}" if extras else "")
-        + (f", memory limit {limit_bytes / MIB:,.0f} MiB ({source})" if limit_bytes else "")
-    )
+        return (memory_limit, "set") if memory_limit and memory_limit < total else (total, "device")
+    if memory_limit is not None:
+        return memory_limit, "set"
+    avail = _host_available()
+    return (avail // 2, "host budget") if avail is not None else (None, "none")
 
-    torch.manual_seed(seed)
-    model, opt, loss_fn = trainer.parts(hp)
-    model.train()
-    gen = torch.Generator().manual_seed(seed)
-    meter = _Meter(dev)
 
-    def step(b: int) -> None:
-        idx = torch.randint(0, n, (b,), generator=gen)
-        if not trainer.data_on_device:
-            idx = idx.to("cpu")
-        else:
-            idx = idx.to(data.x_train.device)
-        xb, yb = trainer.batch(idx)
-        opt.zero_grad(set_to_none=True)
-        with trainer.autocast():
-            loss = loss_fn(model(xb), yb)
+class _Probe:
+    """One probe's trainer, model and clocks, and its three measurements in the order they run."""
+
+    def __init__(
+        self, trainer: Trainer, seed: int, say: Callable[[str], None], clock: Callable[[], float], t_start: float
+    ) -> None:
+        self.trainer, self.seed, self.say, self.clock, self.t_start = trainer, seed, say, clock, t_start
+        self.seconds: dict[str, float] = {}
+        self.data = trainer.data()
+        self.n = self.data.n_train
+        self.sync = trainer.sync or (lambda: None)
+        self.meter = _Meter(trainer.device)
+
+    def build(self, task: Task, hp: Hyperparams, limit_bytes: int | None, source: str) -> None:
+        """The model and optimizer whose step is measured, and the sampler of its batches."""
+        import torch
+
+        extras = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hp.params.items())
+        self.say(
+            f"probing {task.name} on {self.trainer.device_name}: {self.n:,} training samples"
+            + (f", model with {extras}" if extras else "")
+            + (f", memory limit {limit_bytes / MIB:,.0f} MiB ({source})" if limit_bytes else "")
+        )
+        torch.manual_seed(self.seed)
+        self.model, self.opt, self.loss_fn = self.trainer.parts(hp)
+        self.model.train()
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def step(self, b: int) -> None:
+        import torch
+
+        idx = torch.randint(0, self.n, (b,), generator=self.gen)
+        idx = idx.to(self.data.x_train.device) if self.trainer.data_on_device else idx.to("cpu")
+        xb, yb = self.trainer.batch(idx)
+        self.opt.zero_grad(set_to_none=True)
+        with self.trainer.autocast():
+            loss = self.loss_fn(self.model(xb), yb)
         loss.backward()
-        opt.step()
+        self.opt.step()
 
-    # ---- the largest batch that fits
-    last_fit: list[tuple[int, int]] = []  # (batch, peak above resting) of the largest size that fitted
-    peaks: dict[int, int] = {}
+    def largest_batch(self, *, bound: int, safety_margin: float, limit_bytes: int | None) -> BatchSearch:
+        """The largest batch whose step fits in ``limit_bytes``, by doubling then bisection."""
+        dev = self.trainer.device
+        last_fit: list[tuple[int, int]] = []  # (batch, peak above resting) of the largest size that fitted
 
-    def try_batch(b: int) -> None:
-        if dev.type == "cpu" and limit_bytes and last_fit:
-            b0, excess0 = last_fit[-1]
-            predicted = _resting_bytes(model, opt) + excess0 * b / b0  # activations grow with the batch
-            if predicted > limit_bytes:
-                # Trying it could get the process killed rather than raise.
-                raise _memory_error(
-                    f"predicted peak {predicted / MIB:,.0f} MiB (from {b0}) exceeds the limit {limit_bytes / MIB:,.0f} MiB"
-                )
-        with meter.measure(model, opt):
-            step(b)
-        peak = meter.peak
-        if peak is not None:
-            peaks[b] = peak
-            if limit_bytes and peak > limit_bytes:
+        def try_batch(b: int) -> None:
+            if dev.type == "cpu" and limit_bytes and last_fit:
+                b0, excess0 = last_fit[-1]
+                predicted = _resting_bytes(self.model, self.opt) + excess0 * b / b0  # activations grow with the batch
+                if predicted > limit_bytes:
+                    # Trying it could get the process killed rather than raise.
+                    raise _memory_error(
+                        f"predicted peak {predicted / MIB:,.0f} MiB (from {b0}) exceeds the limit {limit_bytes / MIB:,.0f} MiB"
+                    )
+            with self.meter.measure(self.model, self.opt):
+                self.step(b)
+            peak = self.meter.peak
+            if peak is not None and limit_bytes and peak > limit_bytes:
                 raise _memory_error(f"peak {peak / MIB:,.0f} MiB exceeds the limit {limit_bytes / MIB:,.0f} MiB")
-        if not last_fit or b > last_fit[-1][0]:
-            last_fit.append((b, meter.excess))
-        if peak is not None:
-            say(f"batch size {b}: peak {peak / MIB:,.1f} MiB")
+            if not last_fit or b > last_fit[-1][0]:
+                last_fit.append((b, self.meter.excess))
+            if peak is not None:
+                self.say(f"batch size {b}: peak {peak / MIB:,.1f} MiB")
 
-    if max_batch_size is None:
-        max_batch_size = 4096 if dev.type == "cpu" else 65536
-    bound = min(n, max_batch_size)
-    t = clock()
-    try:
-        step(1)  # allocates gradients and optimizer state, so later peaks count them as resting
-    except Exception as e:
-        from bstune.memory import is_oom
-
-        if not is_oom(e):
-            raise
-    free_memory()
-    search = find_max_batch_size(try_batch, bound=bound, safety_margin=safety_margin, log=say)
-    seconds["memory"] = clock() - t
-    why = "memory" if search.memory_bound else ("the data set size" if bound == n else "--max-batch-size")
-    say(f"largest batch that fits: {search.largest} (set by {why}); micro-batch limit {search.limit}")
-
-    # ---- throughput and peak memory per batch size
-    t = clock()
-    raw: list[tuple[int, float, float, int, int | None]] = []
-    for b in probe_sizes(min(min_batch_size, search.largest), search.largest):
+        t = self.clock()
         try:
-            with meter.measure(model, opt):
-                step(b)  # warm-up, not timed: first-call costs, allocator growth
-            peak = meter.peak
-            # Three blocks of steps, each closed by a sync; the fastest block counts, as timeit
-            # advises: slower blocks measure other processes that took the processor, not the step.
-            rates, k = [], 0
-            for _ in range(3):
-                sync()
-                t0 = clock()
-                kb = 0
-                while kb < 1 or (clock() - t0 < step_seconds / 3 and kb < 100):
-                    step(b)
-                    kb += 1
-                sync()  # sync point: the clock must see finished work
-                rates.append(kb * b / (clock() - t0))
-                k += kb
-            rate = max(rates)
+            self.step(1)  # allocates gradients and optimizer state, so later peaks count them as resting
         except Exception as e:
             from bstune.memory import is_oom
 
             if not is_oom(e):
                 raise
-            free_memory()
-            say(f"batch size {b}: out of memory while timing; left out")
-            continue
-        raw.append((b, rate, b / rate, k, peak))
-        say(f"batch size {b}: {rate:,.0f} samples/s (fastest of 3 blocks, {k} steps)")
-    measurements = _with_power_of_two_ratios(raw)
-    seconds["throughput"] = clock() - t
-    del model, opt
-    free_memory()
+        free_memory()
+        search = find_max_batch_size(try_batch, bound=bound, safety_margin=safety_margin, log=self.say)
+        self.seconds["memory"] = self.clock() - t
+        why = "memory" if search.memory_bound else ("the data set size" if bound == self.n else "--max-batch-size")
+        self.say(f"largest batch that fits: {search.largest} (set by {why}); micro-batch limit {search.limit}")
+        return search
 
-    # ---- the gradient noise scale
-    noise = None
-    t = clock()
-    if noise_steps > 0:
-        b_small, b_big = noise_batch_sizes or (min(32, search.limit), 1024)
-        b_big = min(b_big, n)
-        if b_big // b_small >= 2:
-            hp_noise = replace(
-                hp, batch_size=b_big, learning_rate=base.scaled_learning_rate(hp.base_learning_rate, b_big)
-            )
-            torch.manual_seed(seed)
-            model, opt, loss_fn = trainer.parts(hp_noise)
-            model.train()
-            perm_gen = torch.Generator().manual_seed(seed + 1)
-            state = {"perm": torch.randperm(n, generator=perm_gen), "pos": 0}
+    def throughput(self, smallest: int, largest: int, step_seconds: float) -> tuple[BatchMeasurement, ...]:
+        """Samples per second and peak memory per batch size; frees the model afterwards."""
+        t = self.clock()
+        raw: list[tuple[int, float, float, int, int | None]] = []
+        for b in probe_sizes(smallest, largest):
+            try:
+                with self.meter.measure(self.model, self.opt):
+                    self.step(b)  # warm-up, not timed: first-call costs, allocator growth
+                peak = self.meter.peak
+                rate, k = self._timed(b, step_seconds)
+            except Exception as e:
+                from bstune.memory import is_oom
 
-            def sample(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-                if state["pos"] + size > n:  # type: ignore[operator]
-                    state["perm"], state["pos"] = torch.randperm(n, generator=perm_gen), 0
-                pos = int(state["pos"])  # type: ignore[call-overload]
-                idx = state["perm"][pos : pos + size]  # type: ignore[index]
-                state["pos"] = pos + size
-                if trainer.data_on_device:
-                    idx = idx.to(data.x_train.device)
-                return trainer.batch(idx)
+                if not is_oom(e):
+                    raise
+                free_memory()
+                self.say(f"batch size {b}: out of memory while timing; left out")
+                continue
+            raw.append((b, rate, b / rate, k, peak))
+            self.say(f"batch size {b}: {rate:,.0f} samples/s (fastest of 3 blocks, {k} steps)")
+        self.seconds["throughput"] = self.clock() - t
+        del self.model, self.opt
+        free_memory()
+        return _with_power_of_two_ratios(raw)
 
-            say(
-                f"gradient noise scale: micro-batches of {b_small} in batches of {b_big // b_small * b_small}, "
-                f"training at learning rate {hp_noise.learning_rate:.3g} for {noise_steps} steps"
-            )
-            noise = measure_noise_scale(
-                model,
-                loss_fn,
-                sample,
-                b_small=b_small,
-                b_big=b_big,
-                n_steps=noise_steps,
-                optimizer=opt,
-                autocast=trainer.autocast,
-                time_limit=noise_seconds,
-                clock=clock,
-                sync=trainer.sync,
-                burn_in_fraction=NOISE_BURN_IN,
-            )
-            if noise.n_steps < noise_steps:
-                say(
-                    f"noise scale: stopped after {noise.n_steps} of {noise_steps} steps at the {noise_seconds:g} s limit"
-                )
-            say(
-                f"B_simple = tr(Sigma)/|G|^2 = {noise.trace_sigma:.4g}/{noise.grad_sq:.4g} = {noise.b_simple:.1f} "
-                f"averaged over steps {noise.n_burn_in + 1} to {noise.n_steps}"
-            )
-            del model, opt
-            free_memory()
-        else:
-            say(f"noise scale skipped: batches of {b_big} hold fewer than two micro-batches of {b_small}")
-    seconds["noise"] = clock() - t
+    def _timed(self, b: int, step_seconds: float) -> tuple[float, int]:
+        """(samples/s, steps): three blocks of steps, each closed by a sync; the fastest counts,
+        as timeit advises: slower blocks measure other processes that took the processor."""
+        rates, k = [], 0
+        for _ in range(3):
+            self.sync()
+            t0 = self.clock()
+            kb = 0
+            while kb < 1 or (self.clock() - t0 < step_seconds / 3 and kb < 100):
+                self.step(b)
+                kb += 1
+            self.sync()  # sync point: the clock must see finished work
+            rates.append(kb * b / (self.clock() - t0))
+            k += kb
+        return max(rates), k
 
-    narrowed, reasons = narrow_space(
-        base,
-        search=search,
-        critical=noise.b_simple if noise is not None else None,
-        n_train=n,
-        throughput={m.batch_size: m.samples_per_s for m in measurements},
-    )
-    for r in reasons:
-        say(r)
-    seconds["total"] = clock() - t_start
-    busy = _busy()
-    if busy:
-        say(f"the machine was busy ({busy}): throughput figures are noisy; probe again on a quiet machine")
-    return ProbeResult(
-        task=task.name,
-        device=trainer.device_name,
-        n_train=n,
-        hp=hp,
-        base_space=base,
-        search=search,
-        memory_limit_bytes=limit_bytes,
-        memory_limit_source=source,
-        measurements=measurements,
-        noise=noise,
-        space=narrowed,
-        reasons=reasons,
-        seconds=seconds,
-        busy=busy,
-    )
+    def noise_scale(
+        self, base: SearchSpace, hp: Hyperparams, sizes: tuple[int, int], steps: int, time_limit: float
+    ) -> NoiseScale | None:
+        """The gradient noise scale, training a fresh model at the big batch; None if skipped."""
+        import torch
+
+        if steps == 0:
+            return None
+        b_small, b_big = sizes[0], min(sizes[1], self.n)
+        if b_big // b_small < 2:
+            self.say(f"noise scale skipped: batches of {b_big} hold fewer than two micro-batches of {b_small}")
+            return None
+        hp_noise = replace(hp, batch_size=b_big, learning_rate=base.scaled_learning_rate(hp.base_learning_rate, b_big))
+        torch.manual_seed(self.seed)
+        model, opt, loss_fn = self.trainer.parts(hp_noise)
+        model.train()
+        perm_gen = torch.Generator().manual_seed(self.seed + 1)
+        state = {"perm": torch.randperm(self.n, generator=perm_gen), "pos": 0}
+
+        def sample(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+            if state["pos"] + size > self.n:  # type: ignore[operator]
+                state["perm"], state["pos"] = torch.randperm(self.n, generator=perm_gen), 0
+            pos = int(state["pos"])  # type: ignore[call-overload]
+            idx = state["perm"][pos : pos + size]  # type: ignore[index]
+            state["pos"] = pos + size
+            if self.trainer.data_on_device:
+                idx = idx.to(self.data.x_train.device)
+            return self.trainer.batch(idx)
+
+        self.say(
+            f"gradient noise scale: micro-batches of {b_small} in batches of {b_big // b_small * b_small}, "
+            f"training at learning rate {hp_noise.learning_rate:.3g} for {steps} steps"
+        )
+        noise = measure_noise_scale(
+            model, loss_fn, sample, b_small=b_small, b_big=b_big, n_steps=steps, optimizer=opt,
+            autocast=self.trainer.autocast, time_limit=time_limit, clock=self.clock, sync=self.trainer.sync,
+            burn_in_fraction=NOISE_BURN_IN,
+        )
+        if noise.n_steps < steps:
+            self.say(f"noise scale: stopped after {noise.n_steps} of {steps} steps at the {time_limit:g} s limit")
+        self.say(
+            f"B_simple = tr(Sigma)/|G|^2 = {noise.trace_sigma:.4g}/{noise.grad_sq:.4g} = {noise.b_simple:.1f} "
+            f"averaged over steps {noise.n_burn_in + 1} to {noise.n_steps}"
+        )
+        del model, opt
+        free_memory()
+        return noise
 
 
 def _busy() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bstune.probe._narrow import pow2_floor
 from bstune.probe._result import MIB, ProbeResult
@@ -118,14 +118,7 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
-    ms = result.measurements
-    s = result.search
-    sp = result.space
-    crit = result.critical_batch_size or 0.0
-    crit_ok = math.isfinite(crit) and crit > 0
     fig = plt.figure(figsize=(10, 9.5))
     grid = fig.add_gridspec(3, 1, height_ratios=[3.2, 2.2, 1.4], hspace=0.08)
     ax1 = fig.add_subplot(grid[0])
@@ -139,9 +132,25 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     if result.busy:
         title += f"  (machine busy during the probe: {result.busy})"
     fig.suptitle(title, fontsize=11, x=0.07, y=0.985, ha="left")
+    _throughput_panel(ax1, result)
+    _memory_panel(ax2, result)
+    _batch_marks(ax1, ax2, result)
+    _noise_panel(ax3, result)
+    fig.subplots_adjust(left=0.09, right=0.97, top=0.91 if result.hp.params else 0.94, bottom=0.06)
+    grid.update(hspace=0.12)
+    fig.align_ylabels([ax1, ax2, ax3])
+    # The third panel has its own x axis: set it apart from the two that share one.
+    pos = ax3.get_position()
+    ax3.set_position((pos.x0, pos.y0, pos.width, pos.height * 0.85))
+    p = Path(path)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
 
+
+def _throughput_panel(ax1: Any, result: ProbeResult) -> None:
+    ms = result.measurements
     # Throughput: powers of two filled, sizes between them hollow.
-    xs = [m.batch_size for m in ms]
     p2 = [m for m in ms if m.power_of_two]
     other = [m for m in ms if not m.power_of_two]
     ax1.plot([m.batch_size for m in p2], [m.samples_per_s for m in p2], color="C0", lw=1.2, alpha=0.6, zorder=2)
@@ -176,6 +185,11 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ax1.grid(True, alpha=0.3)
     ax1.tick_params(labelbottom=False)
 
+
+def _memory_panel(ax2: Any, result: ProbeResult) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ms = result.measurements
     # Memory: log-log, so the line is straight where memory grows with the batch.
     mem = [(m.batch_size, m.peak_memory_bytes / MIB) for m in ms if m.peak_memory_bytes]
     if mem:
@@ -214,6 +228,16 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ax2.set_ylabel("peak memory (MiB)")
     ax2.grid(True, which="major", alpha=0.3)
 
+
+def _batch_marks(ax1: Any, ax2: Any, result: ProbeResult) -> None:
+    """The narrowed range, the accumulation part, the largest batch, the critical batch, the x axis."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    s, sp = result.search, result.space
+    xs = [m.batch_size for m in result.measurements]
+    crit = result.critical_batch_size or 0.0
+    crit_ok = math.isfinite(crit) and crit > 0
     for ax in (ax1, ax2):
         ax.axvspan(sp.batch_low, min(sp.batch_high, s.limit), color="C0", alpha=0.08, lw=0)
         if sp.batch_high > s.limit:
@@ -277,6 +301,10 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ax2.xaxis.set_minor_formatter(NullFormatter())
     ax2.set_xlabel("batch size (log2 scale)")
 
+
+def _noise_panel(ax3: Any, result: ProbeResult) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     # How the noise-scale estimate settled.
     nz = result.noise
     if nz is not None and nz.running:
@@ -307,13 +335,3 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     else:
         ax3.text(0.5, 0.5, "noise scale not measured", ha="center", va="center", transform=ax3.transAxes)
         ax3.set_axis_off()
-    fig.subplots_adjust(left=0.09, right=0.97, top=0.91 if result.hp.params else 0.94, bottom=0.06)
-    grid.update(hspace=0.12)
-    fig.align_ylabels([ax1, ax2, ax3])
-    # The third panel has its own x axis: set it apart from the two that share one.
-    pos = ax3.get_position()
-    ax3.set_position((pos.x0, pos.y0, pos.width, pos.height * 0.85))
-    p = Path(path)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p

@@ -1,0 +1,177 @@
+"""Break the code on purpose and check that a test notices: the breaks a review once found unnoticed.
+
+Each break below replaces one piece of bstune's code, runs the tests named for it, expects at
+least one of them to fail, and puts the code back. Not collected by pytest (slow: it runs the
+named tests once per break); run it after changing a test that guards one of these:
+
+    python tests/breaks.py            # every break
+    python tests/breaks.py spaces     # the breaks whose name contains "spaces"
+
+It prints one line per break (caught or MISSED) and exits 1 if any was missed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Break:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+BREAKS = [
+    Break(
+        "make_pruner returns NopPruner for every name but default",
+        "bstune/pruners/_factory.py",
+        '    if name == "default":\n        return default_pruner(mode)\n',
+        '    if name == "default":\n        return default_pruner(mode)\n    return optuna.pruners.NopPruner()\n',
+        ("tests/test_pruners.py::test_make_pruner_knows_every_name_and_picks_a_default_per_mode",),
+    ),
+    Break(
+        "bstune optimize ignores --pruner",
+        "bstune/tune.py",
+        'pruner=make_pruner(spec["pruner"], mode))',
+        'pruner=make_pruner("default", mode))',
+        ("tests/test_pruners.py::test_cli_optimize_with_a_pruner",),
+    ),
+    Break(
+        "the time-aligned pruner never prunes",
+        "bstune/pruners/_time_aligned.py",
+        "        pts = points(trial)\n",
+        "        return None\n        pts = points(trial)\n",
+        ("tests/test_pruners.py::test_two_threads_share_one_pruner", "tests/test_pruners.py::test_no_pruning_without_data"),
+    ),
+    Break(
+        "narrow_space keeps every batch size",
+        "bstune/probe/_narrow.py",
+        "        batch_low=low,\n        batch_high=high,\n",
+        "        batch_low=base.batch_low,\n        batch_high=base.batch_high,\n",
+        ("tests/test_probe.py::test_narrowed_space_follows_the_measurements", "tests/test_probe.py::test_narrow_space_rules"),
+    ),
+    Break(
+        "the best-configurations table keeps infeasible trials",
+        "bstune/analysis/_summary.py",
+        "    rows = [r for r in rows if r.feasible]\n",
+        "",
+        ("tests/analysis/test_summary.py",),
+    ),
+    Break(
+        "the best-configurations table is sorted worst first",
+        "bstune/analysis/_summary.py",
+        "reverse=maximize)",
+        "reverse=not maximize)",
+        ("tests/analysis/test_summary.py",),
+    ),
+    Break(
+        "bstune spaces prints nothing",
+        "bstune/cli.py",
+        '        typer.echo(f"{name:16} {s.description}")\n',
+        "        pass\n",
+        ("tests/test_cli.py::test_spaces_lists_every_built_in_space_with_its_description",),
+    ),
+    Break(
+        "--seed is ignored",
+        "bstune/cli.py",
+        "        seed=seed, compile=compile_model,",
+        "        seed=0, compile=compile_model,",
+        ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
+    ),
+    Break(
+        "--timeout is ignored",
+        "bstune/cli.py",
+        "n_trials=n_trials, timeout=timeout,",
+        "n_trials=n_trials, timeout=None,",
+        ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
+    ),
+    Break(
+        "--clock wall is ignored",
+        "bstune/cli.py",
+        "study_name=study_name, clock=clock,",
+        'study_name=study_name, clock="train",',
+        ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
+    ),
+    Break(
+        "--micro-batch-size is ignored",
+        "bstune/cli.py",
+        "device=device, micro_batch_size=micro_batch_size,\n        seed=seed, compile",
+        "device=device, micro_batch_size=None,\n        seed=seed, compile",
+        ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
+    ),
+    Break(
+        "the task's loss() is ignored",
+        "bstune/train.py",
+        "loss_hook() if loss_hook is not None else nn.CrossEntropyLoss()",
+        "nn.CrossEntropyLoss()",
+        ("tests/test_train.py::test_the_task_hooks_loss_metric_and_data_as_a_dict",),
+    ),
+    Break(
+        "the task's metric() is ignored",
+        "bstune/train.py",
+        'metric_fn = self.task.get("metric") or _accuracy',
+        "metric_fn = _accuracy",
+        ("tests/test_train.py::test_the_task_hooks_loss_metric_and_data_as_a_dict",),
+    ),
+    Break(
+        "data() as a dict trains on the validation part",
+        "bstune/train.py",
+        'parts = (*raw["train"], *raw["valid"])',
+        'parts = (*raw["valid"], *raw["valid"])',
+        ("tests/test_train.py::test_the_task_hooks_loss_metric_and_data_as_a_dict",),
+    ),
+    Break(
+        "visible_gpus ignores CUDA_VISIBLE_DEVICES",
+        "bstune/_workers/_plan.py",
+        "return listed[:n] if listed else [str(i) for i in range(n)]",
+        "return [str(i) for i in range(n)]",
+        ("tests/test_workers.py::test_visible_gpus_follow_cuda_visible_devices",),
+    ),
+    Break(
+        "the slow-trial pruner stops a schedule that ends before its next evaluation",
+        "bstune/pruners/_slow.py",
+        "            return None  # its schedule ends before another evaluation: let it finish\n",
+        "            pass\n",
+        ("tests/test_pruners.py::test_slow_trial_pruner_lets_a_schedule_that_ends_before_its_next_evaluation_finish",),
+    ),
+]
+
+
+def caught(b: Break) -> bool:
+    """Apply the break, run its tests, put the code back; True when a test failed."""
+    path = ROOT / b.path
+    original = path.read_text(encoding="utf-8")
+    if original.count(b.old) != 1:
+        raise SystemExit(f"{b.name}: the code to break is not found exactly once in {b.path}; update tests/breaks.py")
+    try:
+        path.write_text(original.replace(b.old, b.new), encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *b.tests],
+            cwd=ROOT, capture_output=True, text=True,
+        )
+    finally:
+        path.write_text(original, encoding="utf-8")
+    return proc.returncode == 1  # tests failed (not 5: none collected; not 2: an error)
+
+
+def main(argv: list[str]) -> int:
+    chosen = [b for b in BREAKS if not argv or any(a in b.name for a in argv)]
+    missed = 0
+    for b in chosen:
+        ok = caught(b)
+        missed += not ok
+        print(f"{'caught' if ok else 'MISSED'}  {b.name}", flush=True)
+    print(f"{len(chosen) - missed} of {len(chosen)} breaks caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
