@@ -159,6 +159,15 @@ def _bstune_pruners() -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
     }
 
 
+#: A report each pruner stops once it has data (target-time needs a target study: tested apart).
+_STOPPED_WITH_DATA = {
+    "divergence": (math.nan, 1500),
+    "time-aligned": (0.0, 1500),  # far below the three finished trials at 1.5 s
+    "slow": (0.0, 6000),  # one evaluation every 6 s: one fits into the 10 s budget
+    "any": (0.0, 1500),
+}
+
+
 @pytest.mark.parametrize("name", list(_bstune_pruners()))
 def test_no_pruning_without_data(name: str) -> None:
     study = _study(_bstune_pruners()[name]())
@@ -166,6 +175,10 @@ def test_no_pruning_without_data(name: str) -> None:
         _finished(study, [(1000, 0.5), (2000, 0.6)])
     trial = study.ask()
     assert not trial.should_prune()
+    if name in _STOPPED_WITH_DATA:  # the same pruner, the same study, and data: it stops the trial
+        value, step = _STOPPED_WITH_DATA[name]
+        trial.report(value, step)
+        assert trial.should_prune()
 
 
 def test_no_pruning_before_the_startup_trials() -> None:
@@ -257,14 +270,22 @@ def test_through_study_optimize_on_every_storage(storage_kind: str, tmp_path: Pa
             assert pruner.explain(study, t.number).pruner == "TimeAlignedPruner"
 
 
-def test_two_threads_share_one_pruner() -> None:
-    pruner = default_pruner(bstune.TimeBudget(7.0))
+@pytest.mark.parametrize("name", ["default", "time-aligned"])
+def test_two_threads_share_one_pruner(name: str) -> None:
+    if name == "default":
+        pruner: optuna.pruners.BasePruner = default_pruner(bstune.TimeBudget(7.0))
+    else:
+        pruner = TimeAlignedPruner(min_seconds=1.0, n_startup_trials=3, n_min_trials=3)
     study = optuna.create_study(
         direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0)
     )
     study.optimize(_objective, n_trials=24, n_jobs=2)
     states = [t.state for t in study.trials]
     assert len(states) == 24 and set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+    if name == "time-aligned":  # straight lines of different slopes: the slow ones are stopped
+        assert states.count(TrialState.PRUNED) >= 3
+        best_x = max(t.params["x"] for t in study.trials)
+        assert study.best_trial.params["x"] == best_x
 
 
 def test_composes_with_optuna_pruners_and_names_them() -> None:
