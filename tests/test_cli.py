@@ -136,6 +136,23 @@ def test_library_use_in_a_plain_optuna_objective(tmp_path, monkeypatch):
     assert len(study.trials) == 6 and study.best_value > 0.5
 
 
+def test_tune_is_the_command_from_python(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import bstune
+
+    monkeypatch.chdir(tmp_path)
+    console = Console(record=True, width=150)
+    study = bstune.tune(BLOBS, time_budget=0.3, n_trials=2, storage="sqlite:///t.db", console=console)
+    assert study.study_name == "mlp_blobs-budget-0.3s"  # named as the command names it
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    text = console.export_text()
+    assert "[2/2]" in text and "Best configurations" in text
+    with pytest.raises(bstune.BstuneError, match="--n-trials must be an integer of at least 1; got 0"):
+        bstune.tune(BLOBS, n_trials=0, storage="sqlite:///t.db")
+    assert len(optuna.load_study(study_name=study.study_name, storage="sqlite:///t.db").trials) == 2
+
+
 def test_lstm_on_a_users_corpus(cli, tmp_path):
     polarity = shared_data("sentence_polarity")
     lines = []
