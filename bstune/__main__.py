@@ -1,3 +1,5 @@
+"""``python -m bstune``: the ``bstune`` command."""
+
 from bstune.cli import main
 
 main()

@@ -108,3 +108,9 @@ def test_no_module_is_over_six_hundred_lines():
     sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")}
     assert sizes["bstune/study.py"] > 100  # the count is real
     assert {p: n for p, n in sizes.items() if n > LARGEST_MODULE} == {}
+
+
+def test_every_module_says_what_it_owns():
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
+               if not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
+    assert missing == []

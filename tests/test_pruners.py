@@ -306,6 +306,55 @@ def test_composes_with_optuna_pruners_and_names_them() -> None:
 # ------------------------------------------------------------------ validation at the door
 
 
+def _public(pruner: object) -> dict[str, object]:
+    return {k: v for k, v in vars(pruner).items() if not k.startswith("_") and k != "pruners"}
+
+
+def test_pruner_defaults_are_the_documented_ones() -> None:
+    assert _public(TargetTimePruner()) == {"margin": 0.1, "optimism": 3.0, "n_warmup_reports": 3, "min_progress": 0.25}
+    assert _public(TimeAlignedPruner()) == {
+        "first_rung_fraction": 0.25, "min_seconds": None, "reduction_factor": 2.5, "n_startup_trials": 4,
+        "n_min_trials": 4, "peer_progress": 0.5, "percentile": None,
+    }
+    assert _public(GainBoundPruner()) == {"optimism": 3.0, "min_delta": 0.0, "n_min_trials": 3, "min_progress": 0.25}
+    assert _public(DivergencePruner()) == {"loss_factor": 3.0, "n_warmup_reports": 1}
+    assert _public(SlowTrialPruner()) == {"budget": None, "min_evaluations": 2, "first_epoch": False}
+
+
+def test_pruners_accept_the_edges_of_their_ranges() -> None:
+    assert _public(TargetTimePruner(0, optimism=1, n_warmup_reports=2, min_progress=0)) == {
+        "margin": 0.0, "optimism": 1.0, "n_warmup_reports": 2, "min_progress": 0.0
+    }
+    assert TargetTimePruner(min_progress=1).min_progress == 1.0
+    assert _public(GainBoundPruner(1, min_delta=0, n_min_trials=1, min_progress=0))["optimism"] == 1.0
+    assert TimeAlignedPruner(0.99, peer_progress=1.0, percentile=100).percentile == 100
+    assert SlowTrialPruner(budget=1e-3, min_evaluations=1, first_epoch=True).first_epoch is True
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TargetTimePruner(margin=-0.1), "The 'margin' parameter of TargetTimePruner must be a finite number of at least 0. Got -0.1 instead."),
+        (lambda: TargetTimePruner(optimism=0.5), "The 'optimism' parameter of TargetTimePruner must be a finite number of at least 1. Got 0.5 instead."),
+        (lambda: TargetTimePruner(n_warmup_reports=1), "The 'n_warmup_reports' parameter of TargetTimePruner must be an int in the range [2, inf). Got 1 instead."),
+        (lambda: TargetTimePruner(min_progress=1.5), "The 'min_progress' parameter of TargetTimePruner must be a number in the range [0, 1]. Got 1.5 instead."),
+        (lambda: TargetTimePruner(margin=True), "The 'margin' parameter of TargetTimePruner must be a finite number of at least 0. Got True instead."),
+        (lambda: make_pruner("asha", bstune.TimeBudget(5)), "The 'pruner' parameter of make_pruner must be one of " + ", ".join(PRUNER_NAMES) + ". Got 'asha' instead."),
+    ],
+)
+def test_refusals_say_the_rule_in_full(make: Callable[[], object], message: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_make_pruner_default_follows_the_mode() -> None:
+    budget = make_pruner("default", bstune.TimeBudget(5))
+    target = make_pruner("default", bstune.Target(0.9))
+    assert [type(p).__name__ for p in budget.pruners] == ["DivergencePruner", "SlowTrialPruner", "GainBoundPruner"]
+    assert [type(p).__name__ for p in target.pruners] == ["DivergencePruner", "TargetTimePruner", "GainBoundPruner"]
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [
@@ -500,6 +549,63 @@ def test_time_aligned_prunes_hopeless_trials_on_the_synthetic_task_and_says_why(
     assert spent(pruned) < 0.9 * spent(plain)
 
 
+def _reached(study: optuna.Study, seconds: float, reached: bool = True) -> None:
+    t = study.ask()
+    t.report(0.0 if reached else 0.1, int(seconds * 1000) if math.isfinite(seconds) else 1000)
+    t.set_user_attr("reached_target", reached)
+    study.tell(t, seconds)
+
+
+def test_target_time_pruner_too_slow_rule_at_its_boundary() -> None:
+    study = _study(TargetTimePruner(margin=0.25), "minimize")
+    _reached(study, 3.0)  # trial 0
+    _reached(study, 1.0, reached=False)  # trial 1: faster, but it missed the target
+    _reached(study, 2.0)  # trial 2: the best time-to-target
+    _reached(study, math.inf)  # trial 3: no usable time
+    trial = study.ask()
+    for seconds, pruned in ((2.1, False), (2.5, False), (2.6, True)):  # 1.25 x 2.0 = 2.5 exactly
+        trial.report(0.05, int(seconds * 1000))
+        assert trial.should_prune() is pruned, seconds
+    assert study.pruner.explain(study, trial.number).why == (
+        "2.60 s of training without reaching the target, more than 1.25 x the best time-to-target 2.00 s (trial 2)"
+    )
+    late = study.ask()
+    late.report(0.0, 9000)  # reached the target, late: the run stops it, not the pruner
+    assert not late.should_prune()
+
+
+def _target_trial(study: optuna.Study, shortfalls: list[float], planned: int = 4) -> optuna.Trial:
+    """A trial reporting once a second, half an epoch per report, ``planned`` epochs planned."""
+    t = study.ask()
+    t.set_user_attr("planned_epochs", planned)
+    for k, gap in enumerate(shortfalls, start=1):
+        t.set_user_attr("curve", {"epoch": [0.5 * i for i in range(1, k + 1)]})
+        t.report(gap, 1000 * k)
+    return t
+
+
+def test_target_time_pruner_out_of_reach_rule_by_hand() -> None:
+    # Planned end: 4 epochs at 0.5 epochs/s = 8 s. At 3 s the shortfall is 0.27 and the best rate
+    # over the later half is (0.30 - 0.28) / 1 s = 0.02/s, so with optimism 2 it leaves
+    # 0.27 - 2 x 0.02 x 5 = 0.07 > 0 (stopped), and with optimism 3 it leaves -0.03 (kept).
+    study = _study(TargetTimePruner(optimism=2.0), "minimize")
+    t = _target_trial(study, [0.30, 0.28, 0.27])
+    assert t.should_prune()
+    assert study.pruner.explain(study, t.number).why == (
+        "at 3.00 s the shortfall is 0.27; even 2 x its best recent rate (0.02/s) leaves 0.07 at its planned end 8.00 s"
+    )
+    study3 = _study(TargetTimePruner(optimism=3.0), "minimize")
+    assert not _target_trial(study3, [0.30, 0.28, 0.27]).should_prune()
+    # The shortfall counts at its best so far: a worse report (0.35) does not widen it, and the
+    # rate runs from the best so far (0.30 to 0.27 in 1 s: 0.03/s, leaving -0.03 with optimism 2).
+    assert not _target_trial(study, [0.30, 0.35, 0.27]).should_prune()
+    # Before the warm-up reports, past the planned end, or before min_progress: no verdict.
+    assert not _target_trial(study, [0.30, 0.28]).should_prune()
+    assert not _target_trial(study, [0.30, 0.29, 0.285, 0.284], planned=2).should_prune()
+    study_late = _study(TargetTimePruner(optimism=2.0, min_progress=0.5), "minimize")
+    assert not _target_trial(study_late, [0.30, 0.28, 0.27]).should_prune()  # 3 s < 0.5 x 8 s
+
+
 def test_target_time_pruner_stops_trials_slower_than_the_best_time_to_target() -> None:
     mode = bstune.Target(0.8)
     task = SyntheticTask(seed=0, clock=FakeClock())
@@ -575,11 +681,15 @@ def test_slow_trial_pruner_first_epoch_rule_needs_a_faster_trial() -> None:
     slow = study.ask()
     slow.set_user_attr("curve", {"epoch": [0.1]})
     slow.report(0.5, 2000)  # an epoch would take 20 s
+    short = study.ask()  # half an epoch in 1 s, then stopped: it never finished one
+    short.set_user_attr("curve", {"epoch": [0.5]})
+    short.report(0.6, 1000)
+    study.tell(short, 0.6)
     assert not slow.should_prune()  # no trial finished an epoch within 10 s: maybe none can
     fast = study.ask()
     fast.set_user_attr("curve", {"epoch": [0.5, 1.0]})
-    fast.report(0.6, 1000)
-    fast.report(0.7, 2000)
+    fast.report(0.6, 5000)
+    fast.report(0.7, 10000)  # its first epoch ends exactly at the budget: within it
     study.tell(fast, 0.7)
     assert slow.should_prune()
     assert "first epoch would take 20.0 s" in study.pruner.explain(study, slow.number).why
@@ -939,3 +1049,34 @@ def test_default_pruner_keeps_the_winners_of_recorded_real_curves(task: str) -> 
     for t in stopped:
         assert t.user_attrs["stop_detail"].startswith("pruned by ")
         assert t.user_attrs["train_s"] < 0.75 * curves.budget
+
+
+def test_time_aligned_rungs_by_hand() -> None:
+    # A bstune time-budget study of 8 s: rungs at 0.25 x 8 = 2 s, then x 2.5 (5 s, 12.5 s); no
+    # verdict in the last 5% (from 7.6 s). Five finished trials climb straight lines: at time t
+    # they have 0.10t, 0.09t, 0.08t, 0.07t, 0.06t. With six trials compared, the top
+    # floor(6 / 2.5) = 2 continue.
+    study = _study(TimeAlignedPruner(n_startup_trials=0, n_min_trials=4))
+    study.set_user_attr("mode", "time_budget")
+    study.set_user_attr("budget", 8.0)
+    for slope in (0.10, 0.09, 0.08, 0.07, 0.06):
+        _finished(study, [(500 * k, slope * 0.5 * k) for k in range(1, 17)])
+
+    def verdict(reports: list[tuple[float, float]]) -> bool:
+        t = study.ask()
+        for seconds, value in reports:
+            t.report(value, int(round(seconds * 1000)))
+        pruned = t.should_prune()
+        study.tell(t, state=TrialState.FAIL)  # out of the way of the next check
+        return pruned
+
+    assert not verdict([(1.5, 0.0)])  # before the first rung
+    assert verdict([(1.5, 0.0), (2.5, 0.21)])  # crossing 2 s: third of six (0.25, 0.225 ahead)
+    assert study.pruner.explain(study, study.trials[-1].number).why == (
+        "at 2.50 s (rung 2.00 s) its best 0.21 ranks 3 of 6 trials compared at that time; the top 2 continue"
+    )
+    assert not verdict([(1.5, 0.0), (2.5, 0.23)])  # second of six: it continues
+    assert not verdict([(2.5, 0.3), (3.0, 0.0)])  # between rungs: no verdict, however low
+    assert verdict([(4.5, 0.3), (5.0, 0.36)])  # crossing 5 s exactly: 0.5, 0.45, 0.4 ahead
+    assert not verdict([(4.5, 0.3), (5.0, 0.46)])
+    assert not verdict([(4.0, 0.5), (7.6, 0.0)])  # the last 5% of its schedule: no verdict

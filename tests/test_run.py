@@ -94,11 +94,19 @@ def test_missed_target_is_penalised_and_infeasible():
             clock.advance(1.0)
         run.report(0.6)
     assert run.stop_reason == "epochs"
-    # Worse than the slowest hit before it, although it trained for only one second.
-    assert run.value > 20.0
+    # Worse than the slowest hit before it, although it trained for only one second:
+    # 2 x max(1 s, 20 s) x (1 + 0.2 short of the target).
+    assert run.value == pytest.approx(2.0 * 20.0 * 1.2)
     study.tell(miss, run.value)
     assert study.trials[1].constraints["target_shortfall"] == pytest.approx(0.2)
     assert study.best_trial.number == 0
+    # Only hits count as the slowest earlier time: the 48 s of the miss above does not.
+    again = study.ask()
+    with Run(again, Target(0.8), HP, clock=clock) as run:
+        with run.training():
+            clock.advance(2.0)
+        run.report(0.7)
+    assert run.value == pytest.approx(2.0 * 20.0 * 1.1)
 
 
 def test_sync_happens_only_at_report_points_and_covers_queued_work():

@@ -139,6 +139,61 @@ BAD = [
         r"field 'batch_size' must be a mapping; got \[8, 64\]",
     ),
     ("batch_size: {low: 8, high: 64\n", r"not valid YAML at line"),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {c: {type: categorical, choices: []}}",
+        r"field 'params.c.choices' must be a non-empty list; got \[\]",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {c: {type: categorical, choices: a}}",
+        r"field 'params.c.choices' must be a non-empty list; got 'a'",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {c: {type: categorical, choices: [a], low: 1}}",
+        r"field 'params.c.low' is not a known field",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {c: 3}",
+        r"field 'params.c' must be a mapping; got 3",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {h: {type: int, low: 0, high: 8, log: true}}",
+        r"field 'params.h.low' must be at least 1; got 0",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {h: {type: int, low: 1, high: 8.5}}",
+        r"field 'params.h.high' must be an integer; got 8.5",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {h: {type: int, low: 9, high: 8}}",
+        r"field 'params.h' must have low <= high; got low=9, high=8",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {d: {type: float, low: 0, high: 1, log: true}}",
+        r"field 'params.d.low' must be greater than 0; got 0",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {d: {type: float, low: 0.1, high: 1, log: true, step: 0.1}}",
+        r"field 'params.d.step' cannot be combined with log: true",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {d: {type: float, low: 0, high: 1, step: 0}}",
+        r"field 'params.d.step' must be greater than 0; got 0",
+    ),
+    (
+        "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
+        "params: {d: {type: float, low: 0, high: 1, log: maybe}}",
+        r"field 'params.d.log' must be true or false; got 'maybe'",
+    ),
 ]
 
 
@@ -160,3 +215,35 @@ def test_unknown_name_lists_the_builtins():
 def test_suggest_accepts_a_name():
     hp = bstune.suggest(optuna.create_study().ask(), "default")
     assert 16 <= hp.batch_size <= 512
+
+
+def test_extra_params_round_trip_and_suggest_on_their_grid():
+    raw = {
+        **BASE,
+        "params": {
+            "width": {"type": "int", "low": 16, "high": 64, "step": 16},
+            "drop": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25},
+            "wd": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "act": {"type": "categorical", "choices": ["relu", "gelu"]},
+        },
+    }
+    space = SearchSpace.from_dict(raw)
+    assert space.to_dict()["params"] == {
+        "width": {"type": "int", "low": 16, "high": 64, "step": 16},
+        "drop": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.25},
+        "wd": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+        "act": {"type": "categorical", "choices": ["relu", "gelu"]},
+    }
+    assert SearchSpace.from_dict(space.to_dict()).to_dict() == space.to_dict()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {"width": set(), "drop": set(), "act": set()}
+    for _ in range(40):
+        trial = study.ask()
+        hp = space.suggest(trial)
+        assert set(trial.params) >= {"width", "drop", "wd", "act"}  # recorded under their own names
+        for k in seen:
+            seen[k].add(hp[k])
+        assert 1e-5 <= hp["wd"] <= 1e-2
+        study.tell(trial, 0.0)
+    assert seen == {"width": {16, 32, 48, 64}, "drop": {0.0, 0.25, 0.5}, "act": {"relu", "gelu"}}
+    assert all(isinstance(w, int) for w in seen["width"])

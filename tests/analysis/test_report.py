@@ -257,3 +257,37 @@ def test_analyze_rejects_bad_input() -> None:
         analyze(_empty(), target=math.nan)
     with pytest.raises(ValueError, match="has 2 objectives"):
         analyze(optuna.create_study(directions=["minimize", "maximize"]))
+
+
+def _plain(x):  # type: ignore[no-untyped-def]
+    """What the JSON of a report field should be, computed without the code under test."""
+    if hasattr(x, "_asdict"):
+        return {k: _plain(v) for k, v in x._asdict().items()}
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def test_json_is_the_report_field_by_field(study: optuna.Study) -> None:
+    import dataclasses
+
+    from bstune.analysis import Report
+
+    report = analyze(study)
+    assert report.lr_scaling is not None and report.equal_footing is not None and report.front
+    for curves in (False, True):
+        data = json.loads(json.dumps(report.to_dict(curves=curves), allow_nan=False))
+        assert set(data) == {f.name for f in dataclasses.fields(Report)}
+        for name in data:
+            expected = _plain(getattr(report, name))
+            if name == "trials":
+                for row in expected:
+                    for k in ("curve_time_s", "curve_metric", "curve_samples"):
+                        if not curves:
+                            del row[k]
+            assert data[name] == expected, name
+    assert any(t["curve_time_s"] for t in data["trials"])  # the last pass had the curves
