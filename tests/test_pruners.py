@@ -691,6 +691,10 @@ def test_slow_trial_pruner_first_epoch_rule_needs_a_faster_trial() -> None:
     fast.report(0.6, 5000)
     fast.report(0.7, 10000)  # its first epoch ends exactly at the budget: within it
     study.tell(fast, 0.7)
+    edge = study.ask()  # a quarter epoch in 2.5 s: its epoch would take exactly the 10 s budget
+    edge.set_user_attr("curve", {"epoch": [0.25]})
+    edge.report(0.5, 2500)
+    assert not edge.should_prune()
     assert slow.should_prune()
     assert "first epoch would take 20.0 s" in study.pruner.explain(study, slow.number).why
 
@@ -1080,3 +1084,138 @@ def test_time_aligned_rungs_by_hand() -> None:
     assert verdict([(4.5, 0.3), (5.0, 0.36)])  # crossing 5 s exactly: 0.5, 0.45, 0.4 ahead
     assert not verdict([(4.5, 0.3), (5.0, 0.46)])
     assert not verdict([(4.0, 0.5), (7.6, 0.0)])  # the last 5% of its schedule: no verdict
+
+
+def _budget_study(pruner: optuna.pruners.BasePruner, budget: float = 10.0) -> optuna.Study:
+    study = _study(pruner)
+    study.set_user_attr("mode", "time_budget")
+    study.set_user_attr("budget", budget)
+    return study
+
+
+def _judged(study: optuna.Study, seconds: float, value: float) -> bool:
+    t = study.ask()
+    t.report(value, int(seconds * 1000))
+    pruned = t.should_prune()
+    study.tell(t, state=TrialState.FAIL)
+    return pruned
+
+
+def test_gain_bound_by_hand_in_a_time_budget_study() -> None:
+    # Finished trials (values exact in binary): #0 climbs 0.5 -> 0.625 -> 0.75 (from half its
+    # schedule, 5 s, it gains 0.125); #1 gains 0.0625 from half of its 8 s; #2 first reports at 7 s,
+    # after half of its 9 s, so its gain counts from its first report: 0.25, the largest.
+    # Judged at 5 s of a 10 s budget (half), with optimism 1: its best + 0.25 against the best 0.75.
+    def study_with(pruner: optuna.pruners.BasePruner) -> optuna.Study:
+        study = _budget_study(pruner)
+        _finished(study, [(2000, 0.5), (5000, 0.625), (10000, 0.75)])
+        _finished(study, [(4000, 0.625), (8000, 0.6875)])
+        _finished(study, [(7000, 0.25), (9000, 0.5)])
+        return study
+
+    study = study_with(GainBoundPruner(1.0, n_min_trials=3))
+    assert not _judged(study, 5.0, 0.5)  # 0.5 + 0.25 = 0.75: it could still tie the best
+    assert _judged(study, 5.0, 0.375)  # 0.625 < 0.75
+    assert study.pruner.explain(study, study.trials[-1].number).why == (
+        "at 5.00 s (50% of its schedule) its best is 0.375; even 1 x the largest gain a finished trial made "
+        "from there (0.25, trial 2) reaches 0.625, short of the best 0.75"
+    )
+    assert _judged(study, 2.5, 0.0)  # exactly min_progress (25%): judged
+    assert not _judged(study, 10.0, 0.0)  # its schedule is over: the run stops it, not the pruner
+    # min_delta widens the credit: 0.375 + 0.25 + 0.125 = 0.75 ties the best.
+    assert not _judged(study_with(GainBoundPruner(1.0, min_delta=0.125, n_min_trials=3)), 5.0, 0.375)
+    # Only completed trials that reported count toward n_min_trials.
+    few = _budget_study(GainBoundPruner(1.0, n_min_trials=3))
+    _finished(few, [(2000, 0.5), (5000, 0.625), (10000, 0.75)])
+    _finished(few, [(4000, 0.625), (8000, 0.6875)])
+    silent = few.ask()
+    few.tell(silent, 0.1)
+    assert not _judged(few, 5.0, 0.0)
+
+
+def test_gain_bound_by_hand_in_a_target_study() -> None:
+    # Shortfalls (lower is better, 0 = reached). The finished trial went 0.5 -> 0.25 -> 0 over 8 s:
+    # from half its schedule (4 s) it closed 0.25. The judged trial plans 2 epochs and did 1 in 4 s
+    # (half of 8 s): with optimism 1 a shortfall above 0.25 cannot reach the target.
+    study = _study(GainBoundPruner(1.0, n_min_trials=1), "minimize")
+    study.set_user_attr("mode", "target")
+    done = study.ask()
+    for ms, gap in ((2000, 0.5), (4000, 0.25), (8000, 0.0)):
+        done.report(gap, ms)
+    study.tell(done, 8.0)
+
+    def judged(gap: float) -> bool:
+        t = study.ask()
+        t.set_user_attr("planned_epochs", 2)
+        t.set_user_attr("curve", {"epoch": [1.0]})
+        t.report(gap, 4000)
+        pruned = t.should_prune()
+        study.tell(t, state=TrialState.FAIL)
+        return pruned
+
+    assert not judged(0.25)  # 0.25 - 0.25 = 0: it may just reach it
+    assert not judged(0.125)
+    assert judged(0.5)
+    assert study.pruner.explain(study, study.trials[-1].number).why == (
+        "at 4.00 s (50% of its schedule) the shortfall is 0.5; 1 x the largest gain a finished trial made "
+        "from there (0.25, trial 0) would not reach the target by its end"
+    )
+
+
+def test_divergence_rules_by_hand() -> None:
+    def judged(losses: list[float], pruner: DivergencePruner | None = None, value: float = 0.5) -> str | None:
+        study = _study(pruner or DivergencePruner())  # loss factor 3, one warm-up report
+        t = study.ask()
+        t.set_user_attr("curve", {"loss": losses})
+        t.report(value, 1500)
+        reason = study.pruner.explain(study, t.number) if t.should_prune() else None
+        return reason.why if reason else None
+
+    assert judged([1.0], value=math.nan) == "intermediate value nan at 1.50 s"
+    assert judged([1.0, 3.0]) is None  # exactly 3 x the first: not past it
+    assert judged([1.0, 3.5]) == "loss 3.5 grew past 3 x its first value 1"
+    assert judged([4.0]) is None  # the warm-up report
+    assert judged([1.0, 4.0], DivergencePruner(n_warmup_reports=2)) is None
+    assert judged([1.0, 2.0, 4.0], DivergencePruner(n_warmup_reports=2)) is not None
+    assert judged([0.0, 5.0]) is None  # a first loss of 0 gives no scale to grow from
+
+
+def test_slow_trial_rule_at_its_boundaries() -> None:
+    def judged(ms: int, epochs: list[float] | None = None, planned: int | None = None) -> bool:
+        study = _study(SlowTrialPruner(budget=10.0))
+        t = study.ask()
+        if planned is not None:
+            t.set_user_attr("planned_epochs", planned)
+        if epochs is not None:
+            t.set_user_attr("curve", {"epoch": epochs})
+        t.report(0.5, ms)
+        return t.should_prune()
+
+    assert not judged(10000)  # the budget is spent: the run stops it with "budget"
+    assert not judged(5000)  # one evaluation every 5 s: two fit, enough
+    assert judged(5001)
+    # Schedule ends at 4 x 6 / 2 = 12 s, exactly when the next evaluation would come: it counts.
+    assert judged(6000, epochs=[2.0], planned=4)
+
+
+def test_known_out_of_memory_looks_past_trials_that_do_not_apply() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def old(stop_reason: str, hidden: int, micro: int) -> None:
+        study.enqueue_trial({"hidden": hidden})
+        t = study.ask()
+        t.suggest_int("hidden", 16, 64)
+        t.set_user_attr("stop_reason", stop_reason)
+        t.set_user_attr("batch_size", micro)
+        study.tell(t, state=TrialState.PRUNED if stop_reason == "oom" else TrialState.COMPLETE,
+                   values=None if stop_reason == "oom" else 0.5)
+
+    old("budget", 32, 4096)  # trial 0: finished, no memory trouble
+    old("oom", 32, 1024)  # trial 1: ran out at 1024, more than the new micro-batch
+    old("oom", 64, 128)  # trial 2: another model (hidden 64)
+    old("oom", 32, 256)  # trial 3: the same model, out of memory at 256
+    study.enqueue_trial({"hidden": 32})
+    new = study.ask()
+    new.suggest_int("hidden", 16, 64)
+    assert known_out_of_memory(new, 512) == "batch 512 (micro-batch 512) >= 256, which ran out of memory in trial 3"
+    assert known_out_of_memory(new, 200) is None

@@ -71,6 +71,7 @@ def test_target_stops_at_first_reach_and_value_is_seconds():
             if run.should_stop:
                 break
     assert run.stop_reason == "target" and run.value == 7.5 and len(run.curve) == 3
+    assert run.stop_detail == "reached 0.82 at 7.50 s"
     study.tell(trial, run.value)
     frozen = study.trials[0]
     # Intermediate values are shortfalls: lower is better, like the study's direction.
@@ -220,3 +221,26 @@ def test_nesting_training_is_refused():
 def test_modes_validate_at_the_door(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize(
+    ("metric", "loss", "detail"),
+    [
+        (math.nan, None, "metric not finite at 1.00 s"),
+        (math.inf, math.nan, "metric and loss not finite at 1.00 s"),
+        (0.5, math.inf, "loss not finite at 1.00 s"),
+    ],
+)
+def test_divergence_names_what_was_not_finite_and_the_report_still_reaches_its_listener(metric, loss, detail):
+    clock = FakeClock()
+    study, trial = _trial()
+    heard = []
+    with pytest.raises(optuna.TrialPruned, match=detail):
+        with Run(trial, TimeBudget(10), HP, clock=clock, on_report=heard.append) as run:
+            with run.training():
+                clock.advance(1.0)
+            run.report(metric, loss=loss)
+    assert run.stop_detail == detail
+    assert len(heard) == 1 and heard[0].train_s == 1.0 and heard[0] is run.curve[0]
+    reported = trial.study.trials[0].intermediate_values[1000]  # reported, not dropped
+    assert (math.isnan(reported) and math.isnan(metric)) or reported == metric
