@@ -30,7 +30,7 @@ from bstune.pruners import (
     known_out_of_memory,
     make_pruner,
 )
-from bstune.pruners._base import best_so_far, value_at
+from bstune.pruners._base import best_so_far, better, value_at
 from bstune.study import create_study, make_objective
 from bstune.testing import FakeClock, SyntheticTask
 
@@ -1219,3 +1219,14 @@ def test_known_out_of_memory_looks_past_trials_that_do_not_apply() -> None:
     new.suggest_int("hidden", 16, 64)
     assert known_out_of_memory(new, 512) == "batch 512 (micro-batch 512) >= 256, which ran out of memory in trial 3"
     assert known_out_of_memory(new, 200) is None
+
+
+def test_value_at_and_better_by_hand() -> None:
+    curve = [(1.0, 0.5), (3.0, 0.7)]
+    assert value_at(curve, 1.0) == 0.5  # its first point is known
+    assert value_at(curve, 2.0) == pytest.approx(0.6)
+    assert value_at(curve, 3.0) == 0.7
+    assert value_at(curve, 0.99) is None and value_at(curve, 3.01) is None
+    up, down = optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
+    assert not better(up, 0.5, 0.5) and not better(down, 0.5, 0.5)  # a tie is not better
+    assert better(up, 0.6, 0.5) and better(down, 0.4, 0.5)

@@ -186,6 +186,12 @@ def test_progress_is_budget_aware():
     assert run.progress(planned_samples=1000) == 0.5  # the budget ends first
     run.count(700)
     assert run.progress(planned_samples=1000) == 0.8  # now the epochs do
+    run.count(700)
+    assert run.progress(planned_samples=1000) == 1.0  # past the planned samples: the end, not beyond
+    _, other = _trial("minimize")
+    target_run = Run(other, Target(0.9), HP, clock=clock)
+    assert target_run.progress() == 0.0  # no budget, no plan: nothing to measure progress against
+    assert target_run.progress(planned_samples=400) == 0.0
 
 
 def test_steps_stay_increasing_when_reports_share_a_millisecond():

@@ -138,7 +138,7 @@ BAD = [
         "batch_size: [8, 64]\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}",
         r"field 'batch_size' must be a mapping; got \[8, 64\]",
     ),
-    ("batch_size: {low: 8, high: 64\n", r"not valid YAML at line"),
+    ("batch_size: {low: 8, high: 64\n", r"not valid YAML at line 2"),
     (
         "batch_size: {low: 8, high: 64}\nlearning_rate: {low: 0.1, high: 1}\nepochs: {low: 1, high: 2}\n"
         "params: {c: {type: categorical, choices: []}}",
@@ -247,3 +247,13 @@ def test_extra_params_round_trip_and_suggest_on_their_grid():
         study.tell(trial, 0.0)
     assert seen == {"width": {16, 32, 48, 64}, "drop": {0.0, 0.25, 0.5}, "act": {"relu", "gelu"}}
     assert all(isinstance(w, int) for w in seen["width"])
+
+
+def test_a_file_space_is_named_after_its_file_and_keeps_its_micro_batch(tmp_path):
+    raw = {**BASE, "batch_size": {**BASE["batch_size"], "micro_batch_size": 32}}
+    f = tmp_path / "probed.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    space = load_space(f)
+    assert space.name == "probed" and space.micro_batch_size == 32
+    assert space.to_dict()["batch_size"]["micro_batch_size"] == 32
+    assert "micro_batch_size" not in SearchSpace.from_dict(BASE).to_dict()["batch_size"]
