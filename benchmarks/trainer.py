@@ -21,6 +21,7 @@ wall time of the command against the sum of its trials' training seconds plus th
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -211,22 +212,39 @@ def part_wall() -> None:
             for k, v in options.items():
                 cmd += ["--task-option", f"{k}={v}"]
             t0 = time.perf_counter()
+            started = datetime.datetime.now()  # Optuna stamps trials with the local wall clock
             subprocess.run(cmd, check=True, cwd=folder, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - t0
+            ended = datetime.datetime.now()
             import optuna
 
             study = optuna.load_study(study_name="wall", storage=f"sqlite:///{db}")
-            ua = [t.user_attrs for t in study.trials]
+            trials = study.trials
+            ua = [t.user_attrs for t in trials]
             train = sum(u.get("train_s", 0.0) for u in ua)
             evals = sum(u.get("eval_s", 0.0) for u in ua)
             over = sum(u.get("overhead_s", 0.0) for u in ua)
-            rows.append((label, len(ua), wall, train, evals, over, load_s))
+            first = min(t.datetime_start for t in trials)
+            last = max(t.datetime_complete for t in trials)
+            in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+            split = {
+                "before the first trial": (first - started).total_seconds(),
+                "in trials, outside training, evaluation and one-off work": in_trials - train - evals - over,
+                "between trials (sampler, storage)": (last - first).total_seconds() - in_trials,
+                "after the last trial (report, exit)": (ended - last).total_seconds(),
+            }
+            rows.append((label, len(ua), wall, train, evals, over, load_s, split))
             print(f"  {label}: {wall:.1f} s", file=sys.stderr, flush=True)
     print("\n### bstune optimize with default settings: wall time against training time\n")
     print("| run | trials | wall s | training s | evaluation s | one-off s (in trials) | data load s | wall / (training + data load) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, n, wall, train, evals, over, load_s in rows:
+    for label, n, wall, train, evals, over, load_s, _ in rows:
         print(f"| {label} | {n} | {wall:.1f} | {train:.1f} | {evals:.1f} | {over:.1f} | {load_s:.1f} | {wall / (train + load_s):.3f} |")
+    print("\n### Where the rest of the wall time went (seconds, from the trials' start and end stamps)\n")
+    print("| run | " + " | ".join(rows[0][7]) + " |")
+    print("|---|" + "---:|" * len(rows[0][7]))
+    for label, *_, split in rows:
+        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in split.values()) + " |")
 
 
 def main() -> None:

@@ -250,3 +250,48 @@ def test_divergence_names_what_was_not_finite_and_the_report_still_reaches_its_l
     assert len(heard) == 1 and heard[0].train_s == 1.0 and heard[0] is run.curve[0]
     reported = trial.study.trials[0].intermediate_values[1000]  # reported, not dropped
     assert (math.isnan(reported) and math.isnan(metric)) or reported == metric
+
+
+def test_attrs_are_the_facts_of_the_run_exactly():
+    clock = FakeClock()
+    study, trial = _trial()
+    with Run(trial, TimeBudget(10), HP, clock=clock) as run:
+        with run.overhead():
+            clock.advance(0.25)
+        with run.training():
+            clock.advance(1.2345678)
+        run.count(64)
+        with run.evaluating():
+            clock.advance(0.5)
+        run.report(0.75, loss=0.5)
+    expected = {
+        "train_s": 1.234568, "eval_s": 0.5, "overhead_s": 0.25, "wall_s": 1.984568, "epochs_done": 0.0,
+        "samples_seen": 64, "throughput": 51.84, "device": "cpu", "stop_reason": "epochs", "batch_size": 64,
+        "learning_rate": 0.01, "planned_epochs": 3, "micro_batch_size": 64,
+    }
+    assert run.attrs() == expected
+    assert {k: trial.study.trials[0].user_attrs[k] for k in expected} == expected  # recorded on the trial
+
+
+@pytest.mark.parametrize(
+    ("raised", "reason", "detail"),
+    [
+        (optuna.TrialPruned("stopped by my rule"), "pruned", "stopped by my rule"),
+        (KeyboardInterrupt(), "interrupted", ""),
+        (MemoryError(), "oom", "out of memory"),
+        (MemoryError("first line " + "x" * 300 + "\nsecond line"), "oom", ("first line " + "x" * 300)[:200]),
+        (ZeroDivisionError("division by zero"), "failed", "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_how_a_run_ends_is_recorded_with_its_detail(raised, reason, detail):
+    study, trial = _trial()
+    with pytest.raises(type(raised)):
+        with Run(trial, TimeBudget(10), HP, clock=FakeClock()) as run:
+            raise raised
+    assert (run.stop_reason, run.stop_detail) == (reason, detail)
+    attrs = trial.study.trials[0].user_attrs
+    assert attrs["stop_reason"] == reason
+    assert ("traceback" in attrs) is (reason == "failed")
+    if reason == "failed":
+        assert "    raise raised\n" in attrs["traceback"]  # the line that raised, from the last frames
+        assert attrs["traceback"].endswith("ZeroDivisionError: division by zero\n")

@@ -257,3 +257,53 @@ def test_a_file_space_is_named_after_its_file_and_keeps_its_micro_batch(tmp_path
     assert space.name == "probed" and space.micro_batch_size == 32
     assert space.to_dict()["batch_size"]["micro_batch_size"] == 32
     assert "micro_batch_size" not in SearchSpace.from_dict(BASE).to_dict()["batch_size"]
+
+
+_B, _L, _E = "batch_size: {low: 8, high: 64}\n", "learning_rate: {low: 0.1, high: 1}\n", "epochs: {low: 1, high: 2}\n"
+EXACT = [
+    ("- 1\n- 2\n", "field 'the file' must be a mapping; got [1, 2]"),
+    ("batch_size: {low: 8, high: 0}\n" + _L + _E, "field 'batch_size.high' must be at least 1; got 0"),
+    ("batch_size: {low: 8, high: 64, step: 8}\n" + _L + _E,
+     "field 'batch_size.step' is not a known field (known: high, low, micro_batch_size, powers_of_two)"),
+    ("batch_size: {low: 8, high: 64, micro_batch_size: 0}\n" + _L + _E,
+     "field 'batch_size.micro_batch_size' must be at least 1; got 0"),
+    ("batch_size: {low: 8, high: 64, powers_of_two: maybe}\n" + _L + _E,
+     "field 'batch_size.powers_of_two' must be true or false; got 'maybe'"),
+    ("batch_size: {low: 3, high: 4}\n" + _L + _E, None),  # 4 is a power of two: accepted
+    ("batch_size: {low: 4, high: 7}\n" + _L + _E, None),
+    (_B + "learning_rate: 3\n" + _E, "field 'learning_rate' must be a mapping; got 3"),
+    (_B + "learning_rate: {low: 0.1, high: 0}\n" + _E, "field 'learning_rate.high' must be greater than 0; got 0"),
+    (_B + "learning_rate: {low: 1, high: 0.1}\n" + _E, "field 'learning_rate' must have low <= high; got low=1.0, high=0.1"),
+    (_B + "learning_rate: {low: 0.1, high: 1, warmup: 3}\n" + _E,
+     "field 'learning_rate.warmup' is not a known field (known: high, low, reference_batch_size, scaling)"),
+    (_B + "learning_rate: {low: 0.1, high: 1, scaling: sqrt, reference_batch_size: 0}\n" + _E,
+     "field 'learning_rate.reference_batch_size' must be at least 1; got 0"),
+    (_B + _L + "epochs: 3\n", "field 'epochs' must be a mapping; got 3"),
+    (_B + _L + "epochs: {low: 0, high: 2}\n", "field 'epochs.low' must be at least 1; got 0"),
+    (_B + _L + "epochs: {low: 1, high: 0}\n", "field 'epochs.high' must be at least 1; got 0"),
+    (_B + _L + "epochs: {low: 3, high: 2}\n", "field 'epochs' must have low <= high; got low=3, high=2"),
+    (_B + _L + "epochs: {low: 1, high: 2, max: 3}\n", "field 'epochs.max' is not a known field (known: high, low)"),
+    (_B + _L + _E + "params: 3\n", "field 'params' must be a mapping; got 3"),
+] + [
+    (_B + _L + _E + f"params: {{{name}: {{type: int, low: 1, high: 2}}}}\n", f"field 'params.{name}' is reserved")
+    for name in ("batch_size", "learning_rate", "base_learning_rate", "epochs", "log2_batch_size")
+]
+
+
+@pytest.mark.parametrize(("text", "message"), EXACT)
+def test_each_field_is_named_in_full_when_refused(tmp_path, text, message):
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    if message is None:
+        assert load_space(f).name == "s"
+        return
+    with pytest.raises(SpaceError) as info:
+        load_space(f)
+    assert str(info.value).startswith(f"search space {f}: {message}")
+
+
+def test_name_and_description_come_from_the_file_or_a_default():
+    named = SearchSpace.from_dict({**BASE, "name": "mine", "description": "Small batches only."})
+    assert (named.name, named.description) == ("mine", "Small batches only.")
+    plain = SearchSpace.from_dict(BASE)
+    assert (plain.name, plain.description) == ("custom", "")
