@@ -348,6 +348,56 @@ def test_refusals_say_the_rule_in_full(make: Callable[[], object], message: str)
     assert str(info.value) == message
 
 
+REFUSALS = [
+    (DivergencePruner, {"loss_factor": 1}, "The 'loss_factor' parameter of DivergencePruner must be a finite number greater than 1. Got 1 instead."),
+    (DivergencePruner, {"loss_factor": True}, "The 'loss_factor' parameter of DivergencePruner must be a finite number greater than 1. Got True instead."),
+    (DivergencePruner, {"n_warmup_reports": -1}, "The 'n_warmup_reports' parameter of DivergencePruner must be an int in the range [0, inf). Got -1 instead."),
+    (DivergencePruner, {"n_warmup_reports": True}, "The 'n_warmup_reports' parameter of DivergencePruner must be an int in the range [0, inf). Got True instead."),
+    (TimeAlignedPruner, {"first_rung_fraction": 1}, "The 'first_rung_fraction' parameter of TimeAlignedPruner must be a number in the range (0, 1). Got 1 instead."),
+    (TimeAlignedPruner, {"min_seconds": 0}, "The 'min_seconds' parameter of TimeAlignedPruner must be a finite number greater than 0 or None. Got 0 instead."),
+    (TimeAlignedPruner, {"reduction_factor": 1}, "The 'reduction_factor' parameter of TimeAlignedPruner must be a finite number greater than 1. Got 1 instead."),
+    (TimeAlignedPruner, {"n_startup_trials": -1}, "The 'n_startup_trials' parameter of TimeAlignedPruner must be an int in the range [0, inf). Got -1 instead."),
+    (TimeAlignedPruner, {"n_min_trials": 0}, "The 'n_min_trials' parameter of TimeAlignedPruner must be an int in the range [1, inf). Got 0 instead."),
+    (TimeAlignedPruner, {"n_min_trials": True}, "The 'n_min_trials' parameter of TimeAlignedPruner must be an int in the range [1, inf). Got True instead."),
+    (TimeAlignedPruner, {"peer_progress": 1.5}, "The 'peer_progress' parameter of TimeAlignedPruner must be a number in the range [0, 1]. Got 1.5 instead."),
+    (TimeAlignedPruner, {"percentile": -1}, "The 'percentile' parameter of TimeAlignedPruner must be a number in the range [0, 100] or None. Got -1 instead."),
+    (TimeAlignedPruner, {"percentile": True}, "The 'percentile' parameter of TimeAlignedPruner must be a number in the range [0, 100] or None. Got True instead."),
+    (SlowTrialPruner, {"budget": True}, "The 'budget' parameter of SlowTrialPruner must be a finite number of seconds greater than 0 or None. Got True instead."),
+    (SlowTrialPruner, {"min_evaluations": True}, "The 'min_evaluations' parameter of SlowTrialPruner must be an int in the range [1, inf). Got True instead."),
+    (SlowTrialPruner, {"first_epoch": 1}, "The 'first_epoch' parameter of SlowTrialPruner must be True or False. Got 1 instead."),
+    (GainBoundPruner, {"optimism": True}, "The 'optimism' parameter of GainBoundPruner must be a finite number of at least 1. Got True instead."),
+    (GainBoundPruner, {"min_delta": True}, "The 'min_delta' parameter of GainBoundPruner must be a finite number of at least 0. Got True instead."),
+    (GainBoundPruner, {"n_min_trials": True}, "The 'n_min_trials' parameter of GainBoundPruner must be an int in the range [1, inf). Got True instead."),
+    (GainBoundPruner, {"min_progress": 1}, "The 'min_progress' parameter of GainBoundPruner must be a number in the range [0, 1). Got 1 instead."),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "message"), REFUSALS)
+def test_every_pruner_argument_is_refused_in_full(cls: type, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        cls(**kwargs)
+    assert str(info.value) == message
+
+
+def test_any_pruner_refusals_in_full() -> None:
+    with pytest.raises(InvalidParameterError) as info:
+        AnyPruner()
+    assert str(info.value) == "The 'pruners' parameter of AnyPruner must be at least one optuna.pruners.BasePruner. Got () instead."
+    with pytest.raises(InvalidParameterError) as info:
+        AnyPruner(DivergencePruner(), "x")  # type: ignore[arg-type]
+    assert str(info.value) == "The 'pruners' parameter of AnyPruner must be optuna.pruners.BasePruner instances. Got 'x' instead."
+
+
+def test_every_pruner_accepts_the_edges_of_its_ranges() -> None:
+    assert _public(DivergencePruner(1.0001, 0)) == {"loss_factor": 1.0001, "n_warmup_reports": 0}
+    edge = TimeAlignedPruner(0.99, min_seconds=1e-9, reduction_factor=1.01, n_startup_trials=0, n_min_trials=1,
+                             peer_progress=0, percentile=0)
+    assert (edge.n_startup_trials, edge.n_min_trials, edge.peer_progress, edge.percentile) == (0, 1, 0.0, 0.0)
+    assert TimeAlignedPruner(peer_progress=1, percentile=100).percentile == 100
+    assert SlowTrialPruner(min_evaluations=1).min_evaluations == 1
+    assert GainBoundPruner(min_progress=0.99).min_progress == 0.99
+
+
 def test_make_pruner_default_follows_the_mode() -> None:
     budget = make_pruner("default", bstune.TimeBudget(5))
     target = make_pruner("default", bstune.Target(0.9))
@@ -558,23 +608,23 @@ def _reached(study: optuna.Study, seconds: float, reached: bool = True) -> None:
 
 def test_target_time_pruner_too_slow_rule_at_its_boundary() -> None:
     study = _study(TargetTimePruner(margin=0.25), "minimize")
-    _reached(study, 3.0)  # trial 0
+    _reached(study, 2.0)  # trial 0: the best time-to-target
     _reached(study, 1.0, reached=False)  # trial 1: faster, but it missed the target
-    _reached(study, 2.0)  # trial 2: the best time-to-target
+    _reached(study, 3.0)  # trial 2
     _reached(study, math.inf)  # trial 3: no usable time
     trial = study.ask()
     for seconds, pruned in ((2.1, False), (2.5, False), (2.6, True)):  # 1.25 x 2.0 = 2.5 exactly
         trial.report(0.05, int(seconds * 1000))
         assert trial.should_prune() is pruned, seconds
     assert study.pruner.explain(study, trial.number).why == (
-        "2.60 s of training without reaching the target, more than 1.25 x the best time-to-target 2.00 s (trial 2)"
+        "2.60 s of training without reaching the target, more than 1.25 x the best time-to-target 2.00 s (trial 0)"
     )
     late = study.ask()
     late.report(0.0, 9000)  # reached the target, late: the run stops it, not the pruner
     assert not late.should_prune()
 
 
-def _target_trial(study: optuna.Study, shortfalls: list[float], planned: int = 4) -> optuna.Trial:
+def _target_trial(study: optuna.Study, shortfalls: list[float], planned: float = 4) -> optuna.Trial:
     """A trial reporting once a second, half an epoch per report, ``planned`` epochs planned."""
     t = study.ask()
     t.set_user_attr("planned_epochs", planned)
@@ -604,6 +654,15 @@ def test_target_time_pruner_out_of_reach_rule_by_hand() -> None:
     assert not _target_trial(study, [0.30, 0.29, 0.285, 0.284], planned=2).should_prune()
     study_late = _study(TargetTimePruner(optimism=2.0, min_progress=0.5), "minimize")
     assert not _target_trial(study_late, [0.30, 0.28, 0.27]).should_prune()  # 3 s < 0.5 x 8 s
+    # Exactly at min_progress (2 s of 8 s, two reports enough): judged, 0.28 - 2 x 0.02 x 6 > 0.
+    study_two = _study(TargetTimePruner(optimism=2.0, n_warmup_reports=2), "minimize")
+    assert _target_trial(study_two, [0.30, 0.28]).should_prune()
+    # The rate is the best over the later half only: the early plunge (0.6 to 0.3) is left out, so
+    # 0.28 - 2 x 0.01 x (12 - 6) = 0.16 is left at the planned end (6 epochs at 0.5 a second).
+    assert _target_trial(study, [0.60, 0.40, 0.30, 0.29, 0.285, 0.28], planned=6).should_prune()
+    # Exactly closing the shortfall by the planned end (0.25 - 1 x 0.125 x 2 = 0) keeps it.
+    study_one = _study(TargetTimePruner(optimism=1.0), "minimize")
+    assert not _target_trial(study_one, [0.5, 0.375, 0.25], planned=2.5).should_prune()
 
 
 def test_target_time_pruner_stops_trials_slower_than_the_best_time_to_target() -> None:
