@@ -295,3 +295,18 @@ def test_how_a_run_ends_is_recorded_with_its_detail(raised, reason, detail):
     if reason == "failed":
         assert "    raise raised\n" in attrs["traceback"]  # the line that raised, from the last frames
         assert attrs["traceback"].endswith("ZeroDivisionError: division by zero\n")
+
+
+def test_time_left_counts_down_to_zero_and_is_endless_toward_a_target():
+    clock = FakeClock()
+    _, trial = _trial()
+    run = Run(trial, TimeBudget(10), HP, clock=clock)
+    assert run.time_left() == 10.0
+    with run.training():
+        clock.advance(4.0)
+    assert run.time_left() == 6.0
+    with run.training():
+        clock.advance(7.0)
+    assert run.time_left() == 0.0  # spent, not negative
+    _, other = _trial("minimize")
+    assert Run(other, Target(0.9), HP, clock=clock).time_left() == math.inf

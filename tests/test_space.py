@@ -307,3 +307,12 @@ def test_name_and_description_come_from_the_file_or_a_default():
     assert (named.name, named.description) == ("mine", "Small batches only.")
     plain = SearchSpace.from_dict(BASE)
     assert (plain.name, plain.description) == ("custom", "")
+
+
+def test_hyperparams_read_like_a_mapping():
+    from bstune.space import Hyperparams
+
+    hp = Hyperparams(batch_size=64, learning_rate=0.02, epochs=3, base_learning_rate=0.01, params={"hidden": 32})
+    assert hp["hidden"] == 32 and hp.get("hidden") == 32
+    assert hp.get("dropout") is None and hp.get("dropout", 0.1) == 0.1
+    assert hp.as_dict() == {"batch_size": 64, "learning_rate": 0.02, "epochs": 3, "base_learning_rate": 0.01, "hidden": 32}
