@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
     from bstune.study import create_study, make_objective, optimize, retry_trial
     from bstune.task import Task, load_task
-    from bstune.tune import tune
+    from bstune.tuning import tune
 
 __all__ = [
     "BatchSearch",
@@ -94,7 +94,7 @@ _WHERE = {
     "WorkerPlan": "bstune._workers",
     "plan_workers": "bstune._workers",
     "retry_trial": "bstune.study",
-    "tune": "bstune.tune",
+    "tune": "bstune.tuning",
 }
 
 

@@ -15,7 +15,7 @@ import typer
 
 from bstune._version import __version__
 from bstune.errors import BstuneError
-from bstune.tune import check_positive
+from bstune.tuning import check_positive
 
 __all__ = ["app", "main"]
 
@@ -218,7 +218,7 @@ def optimize(
     with live progress, and the best configurations are printed at the end. Watch or inspect the
     study with: optuna-dashboard sqlite:///bstune.db
     """
-    from bstune.tune import tune
+    from bstune.tuning import tune
 
     tune(
         script, time_budget=time_budget, target=target, space=space, n_trials=n_trials, timeout=timeout,
@@ -254,7 +254,7 @@ def confirm_command(
     """
     from bstune.analysis import load_existing_study
     from bstune.objectives import Target, mode_from_attrs
-    from bstune.tune import tune
+    from bstune.tuning import tune
 
     if seeds < 1:
         raise BstuneError(f"--seeds must be an integer of at least 1; got {seeds}")
@@ -414,7 +414,7 @@ def probe(
 
     from bstune.space import load_space
     from bstune.task import load_task
-    from bstune.tune import probe_and_report
+    from bstune.tuning import probe_and_report
 
     check_positive("--max-batch-size", max_batch_size, integer=True)
     check_positive("--min-batch-size", min_batch_size, integer=True)

@@ -39,7 +39,7 @@ BREAKS = [
     ),
     Break(
         "bstune optimize ignores --pruner",
-        "bstune/tune.py",
+        "bstune/tuning.py",
         'pruner=make_pruner(spec["pruner"], mode))',
         'pruner=make_pruner("default", mode))',
         ("tests/test_pruners.py::test_cli_optimize_with_a_pruner",),

@@ -114,3 +114,11 @@ def test_every_module_says_what_it_owns():
     missing = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
                if not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
     assert missing == []
+
+
+def test_no_module_shadows_a_public_name():
+    # A submodule named like a lazily exported function replaces it on the package once imported.
+    import bstune
+
+    modules = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
+    assert modules & set(bstune.__all__) == set()
