@@ -222,7 +222,7 @@ def _open(
                                   micro_batch_size=spec["micro_batch_size"], compile=spec["compile"])
     storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"])
     study = create_study(mode, space=the_space, storage=storage, study_name=spec["study_name"], seed=spec["seed"],
-                         pruner=make_pruner("default", mode))
+                         pruner=make_pruner(spec["pruner"], mode))
     before = len(study.trials)
     if probed is not None:
         study.set_user_attr("probe", probed.to_dict())
