@@ -7,7 +7,8 @@ named tests once per break); run it after changing a test that guards one of the
     python tests/breaks.py            # every break
     python tests/breaks.py spaces     # the breaks whose name contains "spaces"
 
-It prints one line per break (caught or MISSED) and exits 1 if any was missed.
+It prints one line per break (caught or MISSED) and exits 1 if any was missed. It edits the
+working tree while it runs: commit nothing until it has finished.
 """
 
 from __future__ import annotations
