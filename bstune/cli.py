@@ -46,16 +46,19 @@ TaskOptions = Annotated[
 ScriptArgument = Annotated[
     Path, typer.Argument(help="The task script: defines data() and model(hp), or train(hp, run).")
 ]
-StorageOption = Annotated[
-    str,
-    typer.Option(
+
+
+def _storage_option(default: str) -> typer.models.OptionInfo:
+    """--storage, read from $BSTUNE_STORAGE when not given (keeps a database password off the command line)."""
+    return typer.Option(
         "--storage",
-        envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
+        envvar="BSTUNE_STORAGE",
         show_envvar=False,
-        help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or $BSTUNE_STORAGE "
-        "(default: sqlite:///bstune.db).",
-    ),
-]
+        help=f"Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or $BSTUNE_STORAGE (default: {default}).",
+    )
+
+
+StorageOption = Annotated[str, _storage_option("sqlite:///bstune.db")]
 ExistingStudyName = Annotated[
     Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
 ]
@@ -108,14 +111,7 @@ TimeoutOption = Annotated[
     Optional[float], typer.Option("--timeout", help="Stop starting trials after this many seconds.")
 ]
 NewStorageOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--storage",
-        envvar="BSTUNE_STORAGE",  # keeps a database password off the command line
-        show_envvar=False,
-        help="Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or "
-        "$BSTUNE_STORAGE (default: sqlite:///bstune.db; journal:bstune.log with --workers above 1).",
-    ),
+    Optional[str], _storage_option("sqlite:///bstune.db; journal:bstune.log with --workers above 1")
 ]
 NewStudyName = Annotated[
     Optional[str], typer.Option("--study-name", help="Study to create or resume (default: script name and mode).")

@@ -186,7 +186,7 @@ def tune(
         raise
     finally:
         if not aborted:
-            _close(job, mode, storage, study_name, artifact_dir)
+            _close(job, artifact_dir)
     return job.study
 
 
@@ -361,7 +361,7 @@ def _run_workers(job: _Job, *, n_trials: int, timeout: float | None, spec: dict[
         raise BstuneError(outcome.error)
 
 
-def _close(job: _Job, mode: TimeBudget | Target, storage: str, study_name: str, artifact_dir: str | Path | None) -> None:
+def _close(job: _Job, artifact_dir: str | Path | None) -> None:
     """The best configurations, the report (printed and stored on the study) and where to look next."""
     from bstune import _progress
     from bstune.analysis import best_configurations, publish_report
@@ -369,10 +369,11 @@ def _close(job: _Job, mode: TimeBudget | Target, storage: str, study_name: str, 
 
     rows = best_configurations(job.study, k=5)
     if rows:
-        job.console.print(_progress.best_table(rows, mode))
+        job.console.print(_progress.best_table(rows, job.progress.mode))
     else:
         job.console.print("no trial finished with a feasible value yet")
     publish_report(job.study, console=job.console, artifact_dir=artifact_dir)
     job.console.print(
-        f"inspect it: bstune dashboard --storage {mask_url(storage)} --study-name {shlex.quote(study_name)}"
+        f"inspect it: bstune dashboard --storage {mask_url(job.spec['storage'])} "
+        f"--study-name {shlex.quote(job.spec['study_name'])}"
     )
