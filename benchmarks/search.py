@@ -184,16 +184,25 @@ def _grid_configs(curves: Curves, seed: int) -> list[dict[str, Any]]:
     return configs
 
 
-def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int) -> optuna.Study:
+def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: float = 0.0) -> optuna.Study:
     """Settings of bstune tried on the way to its default, as ``"v: KEY=VALUE ..."``.
 
     Keys: ``gain`` (1/0, the gain-bound pruner), ``optimism``, ``min`` (its n_min_trials), ``ta``
-    (1/0, the time-aligned pruner), ``slow`` (1/0), ``tt`` (1/0, the target-time pruner in target
-    mode), ``sampler`` (tpe, tpe-uni, gp), ``startup`` (random start-up trials after the sweep),
-    ``sweep`` (1/0, bstune's start-up sweep).
+    (1/0, the time-aligned pruner; ``taf``, ``tarf``, ``tas``, ``tan``, ``tap``: its
+    first_rung_fraction, reduction_factor, n_startup_trials, n_min_trials, peer_progress), ``ah``
+    (add ``AsyncHalvingPruner`` with this reduction factor; ``ahmin``: its n_min_trials), ``asha``
+    (add the ASHA baseline's rule with this reduction factor), ``slow`` (1/0), ``tt`` (1/0, the
+    target-time pruner in target mode), ``sampler`` (tpe, tpe-uni, gp), ``startup`` (random
+    start-up trials after the sweep), ``sweep`` (1/0, bstune's start-up sweep), ``sweepn`` (its
+    length), ``ep`` (the sweep also fixes the epochs: ``mid`` the middle of their range in log
+    scale, ``vdc3`` a base-3 van der Corput sequence, ``mid3`` the middle then that sequence),
+    ``dedup`` (redraw a proposal within this fraction of every parameter's range of a configuration
+    already tried, up to ``draws`` times). Defaults differ from bstune's in one place:
+    ``optimism`` is 1.5 here, 3 in ``GainBoundPruner``.
     """
     from bstune.pruners import (
         AnyPruner,
+        AsyncHalvingPruner,
         DivergencePruner,
         GainBoundPruner,
         SlowTrialPruner,
@@ -211,7 +220,19 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int) -> optuna.
     if opts.get("gain", "1") == "1":
         pruners.append(GainBoundPruner(float(opts.get("optimism", 1.5)), n_min_trials=int(opts.get("min", 3))))
     if opts.get("ta", "0") == "1":
-        pruners.append(TimeAlignedPruner())
+        pruners.append(
+            TimeAlignedPruner(
+                float(opts.get("taf", 0.25)),
+                reduction_factor=float(opts.get("tarf", 2.5)),
+                n_startup_trials=int(opts.get("tas", 4)),
+                n_min_trials=int(opts.get("tan", 4)),
+                peer_progress=float(opts.get("tap", 0.5)),
+            )
+        )
+    if "ah" in opts:
+        pruners.append(AsyncHalvingPruner(float(opts["ah"]), n_min_trials=int(opts.get("ahmin", 1))))
+    if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
+        pruners.append(ASHA(budget, float(opts["asha"])))
     sweep = opts.get("sweep", "1") == "1"
     startup = int(opts.get("startup", len(batch_sweep(space, int(opts.get("sweepn", 8)))) if sweep else 8))
     kind = opts.get("sampler", "tpe")
@@ -220,9 +241,103 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int) -> optuna.
     else:
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=kind == "tpe")
     sampler = BatchSweep(base, space, int(opts.get("sweepn", 8))) if sweep else base
+    if sweep and "ep" in opts:
+        sampler = _EpochSweep(base, space, int(opts.get("sweepn", 8)), opts["ep"])
     if sweep and opts.get("lr", "1") == "0":
         sampler.lr_values = []  # type: ignore[union-attr]
+    if "dedup" in opts:
+        sampler = _Dedup(sampler, float(opts["dedup"]), int(opts.get("draws", 10)))
     return bstune.create_study(mode, space=space, sampler=sampler, pruner=AnyPruner(*pruners))
+
+
+def _vdc(n: int, b: int) -> list[float]:
+    out = []
+    for i in range(1, n + 1):
+        q, denom = 0.0, 1.0
+        while i:
+            denom *= b
+            i, d = divmod(i, b)
+            q += d / denom
+        out.append(q)
+    return out
+
+
+def _make_epoch_sweep() -> type:
+    from bstune.study import BatchSweep
+
+    class EpochSweep(BatchSweep):
+        def __init__(self, base: Any, space: SearchSpace, n: int, kind: str) -> None:
+            super().__init__(base, space, n)
+            k = len(self.values)
+            qs = {"mid3": [0.5, *_vdc(k - 1, 3)], "vdc3": _vdc(k, 3), "mid": [0.5] * k}[kind]
+            lo, hi = math.log(space.epochs_low), math.log(space.epochs_high)
+            self.ep_values = [round(math.exp(lo + q * (hi - lo))) for q in qs]
+
+        def _fixed(self, trial, param_name):  # type: ignore[no-untyped-def]
+            if param_name == "epochs" and trial.number < len(self.ep_values):
+                return self.ep_values[trial.number]
+            return super()._fixed(trial, param_name)
+
+        def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+            params = super().sample_relative(study, trial, search_space)
+            fixed = self._fixed(trial, "epochs")
+            if fixed is not None and "epochs" in params:
+                params = {**params, "epochs": fixed}
+            return params
+
+    return EpochSweep
+
+
+def _EpochSweep(base: Any, space: SearchSpace, n: int, kind: str) -> Any:
+    return _make_epoch_sweep()(base, space, n, kind)
+
+
+class _Dedup(optuna.samplers.BaseSampler):
+    """Redraw a proposal that lies within ``tol`` (of each parameter's normalised range) of a
+    configuration already tried; after ``draws`` tries, keep the draw furthest from all of them."""
+
+    def __init__(self, base: Any, tol: float, draws: int) -> None:
+        self.base, self.tol, self.draws = base, tol, draws
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        params = self.base.sample_relative(study, trial, search_space)
+        if not params:
+            return params
+        seen = [t.params for t in study.get_trials(deepcopy=False) if t.number != trial.number and t.state != optuna.trial.TrialState.FAIL]
+
+        def norm(name: str, v: float) -> float:
+            d = search_space[name]
+            lo, hi, x = d.low, d.high, v
+            if getattr(d, "log", False):
+                lo, hi, x = math.log(lo), math.log(hi), math.log(v)
+            return (x - lo) / (hi - lo) if hi > lo else 0.0
+
+        def gap(p: dict) -> float:
+            if not seen:
+                return 1.0
+            return min(max(abs(norm(k, p[k]) - norm(k, q[k])) if k in q else 1.0 for k in p) for q in seen)
+
+        best, best_gap = params, gap(params)
+        for _ in range(self.draws):
+            if best_gap >= self.tol:
+                break
+            p = self.base.sample_relative(study, trial, search_space)
+            g = gap(p)
+            if g > best_gap:
+                best, best_gap = p, g
+        return best
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.base.after_trial(study, trial, state, values)
 
 
 def build_study(strategy: str, curves: Curves, kind: str, seed: int) -> tuple[optuna.Study, bool]:
@@ -230,7 +345,7 @@ def build_study(strategy: str, curves: Curves, kind: str, seed: int) -> tuple[op
     mode, space = curves.mode(kind), curves.space()
     nop = optuna.pruners.NopPruner()
     if strategy.startswith("v:"):
-        return _variant(strategy, mode, space, seed), False
+        return _variant(strategy, mode, space, seed, curves.budget), False
     tpe = optuna.samplers.TPESampler(seed=seed)
     if strategy == "bstune default":
         return bstune.create_study(mode, space=space, seed=seed, pruner=bstune.default_pruner(mode)), False

@@ -136,8 +136,8 @@ PrunerOption = Annotated[
     typer.Option(
         "--pruner",
         help="default (bstune's for the mode: divergence, slow or target-time, gain-bound), none, "
-        "divergence, gain-bound, time-aligned, target-time, slow, or Optuna's median, successive-halving, "
-        "hyperband.",
+        "divergence, gain-bound, time-aligned, async-halving, target-time, slow, or Optuna's median, "
+        "successive-halving, hyperband.",
     ),
 ]
 ArtifactDirOption = Annotated[

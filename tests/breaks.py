@@ -53,6 +53,27 @@ BREAKS = [
         ("tests/test_pruners.py::test_two_threads_share_one_pruner", "tests/test_pruners.py::test_no_pruning_without_data"),
     ),
     Break(
+        "the async-halving pruner keeps the top quarter of a minimised value from the wrong end",
+        "bstune/pruners/_halving.py",
+        "        if direction == StudyDirection.MINIMIZE:\n            q = 1.0 - q\n",
+        "",
+        ("tests/test_halving.py",),
+    ),
+    Break(
+        "the async-halving pruner judges a late first report at the earliest rung",
+        "bstune/pruners/_halving.py",
+        "        rung = max(passed)\n",
+        "        rung = min(passed)\n",
+        ("tests/test_halving.py",),
+    ),
+    Break(
+        "the async-halving pruner takes max_t from pruned trials too",
+        "bstune/pruners/_halving.py",
+        "states=(TrialState.COMPLETE,)):\n            if t.number not in seen",
+        "states=(TrialState.COMPLETE, TrialState.PRUNED)):\n            if t.number not in seen",
+        ("tests/test_halving.py",),
+    ),
+    Break(
         "narrow_space keeps every batch size",
         "bstune/probe/_narrow.py",
         "        batch_low=low,\n        batch_high=high,\n",

@@ -155,7 +155,8 @@ def test_narrowed_space_follows_the_measurements(probed) -> None:  # type: ignor
     assert space.batch_high >= 4 * space.batch_low or space.batch_low == 1
     assert space.micro_batch_size == 33  # memory bounded the search
     assert (space.lr_low, space.lr_high, space.params) == (1e-3, 1e-1, result.base_space.params)
-    assert reasons[0].startswith(f"batch sizes {space.batch_low} to {space.batch_high}: predicted time to a result")
+    assert reasons[0].startswith(f"batch sizes {space.batch_low} to {space.batch_high}: ")
+    assert "predicted time to a result" in reasons[0]
 
 
 def test_predicted_cost() -> None:
@@ -184,6 +185,17 @@ def test_narrow_space_rules() -> None:
     space, reasons = narrow_space(base, search=search, critical=5.0, n_train=500, throughput=flat)
     assert (space.batch_low, space.batch_high, space.micro_batch_size) == (8, 32, 33)
     assert reasons[1] == "micro-batch 33: the memory limit; every batch in range fits, no accumulation"
+    # One batch size far faster than the rest: kept 24 alone, 16 to 32 in powers of two, widened to
+    # three powers of two, and the first reason names the range searched.
+    peak = {8: 100.0, 16: 200.0, 24: 1000.0, 32: 300.0, 37: 300.0}
+    space, reasons = narrow_space(base, search=search, critical=5.0, n_train=500, throughput=peak)
+    assert (space.batch_low, space.batch_high) == (16, 64)
+    assert reasons[0].startswith(
+        "batch sizes 16 to 64: widened from 16 to 32 to keep three powers of two to search; predicted time "
+        "to a result, (B + B_crit) / throughput(B) with B_crit ~ 5, is within 1.5x of the best (at batch 24) "
+        "from 24 to 24; rounded out to powers of two"
+    )
+    assert space.description.endswith(reasons[-1]) and reasons[0] in space.description
     # Without throughputs: B_crit / 4 to 4 B_crit.
     space, reasons = narrow_space(base, search=search, critical=100.0, n_train=500)
     assert (space.batch_low, space.batch_high) == (16, 256)

@@ -20,6 +20,7 @@ from bstune.errors import InvalidParameterError
 from bstune.pruners import (
     PRUNER_NAMES,
     AnyPruner,
+    AsyncHalvingPruner,
     DivergencePruner,
     GainBoundPruner,
     PruneReason,
@@ -151,6 +152,7 @@ def _bstune_pruners() -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
             min_seconds=1.0, n_startup_trials=2, n_min_trials=2
         ),
         "target-time": TargetTimePruner,
+        "async-halving": AsyncHalvingPruner,
         "slow": lambda: SlowTrialPruner(budget=10.0),
         "any": lambda: AnyPruner(
             DivergencePruner(),
@@ -163,6 +165,7 @@ def _bstune_pruners() -> dict[str, Callable[[], optuna.pruners.BasePruner]]:
 _STOPPED_WITH_DATA = {
     "divergence": (math.nan, 1500),
     "time-aligned": (0.0, 1500),  # far below the three finished trials at 1.5 s
+    "async-halving": (0.0, 1500),  # rung 0.5 s of the finished trials' median 2 s: they had 0.5 there
     "slow": (0.0, 6000),  # one evaluation every 6 s: one fits into the 10 s budget
     "any": (0.0, 1500),
 }
@@ -200,13 +203,14 @@ def test_no_pruning_before_the_startup_trials() -> None:
         ("divergence", True),
         ("time-aligned", True),
         ("target-time", False),
+        ("async-halving", False),
         ("slow", False),
         ("any", True),
     ],
 )
 def test_nan_policy(name: str, prunes_nan: bool) -> None:
     """NaN latest values: the divergence and time-aligned pruners stop the trial (diverged) with no
-    other trial and no warm-up; the target-time and slow pruners skip NaN, as documented."""
+    other trial and no warm-up; the target-time, async-halving and slow pruners skip NaN, as documented."""
     study = _study(_bstune_pruners()[name](), "minimize" if name == "target-time" else "maximize")
     t = study.ask()
     t.report(math.nan, 100)
@@ -396,6 +400,8 @@ def test_every_pruner_accepts_the_edges_of_its_ranges() -> None:
     assert TimeAlignedPruner(peer_progress=1, percentile=100).percentile == 100
     assert SlowTrialPruner(min_evaluations=1).min_evaluations == 1
     assert GainBoundPruner(min_progress=0.99).min_progress == 0.99
+    edge_h = AsyncHalvingPruner(1.0001, n_rungs=1, n_min_trials=1)
+    assert (edge_h.reduction_factor, edge_h.n_rungs, edge_h.n_min_trials) == (1.0001, 1, 1)
 
 
 def test_make_pruner_default_follows_the_mode() -> None:
@@ -464,6 +470,7 @@ def test_make_pruner_knows_every_name_and_picks_a_default_per_mode() -> None:
         "divergence": "DivergencePruner",
         "gain-bound": "GainBoundPruner",
         "time-aligned": "TimeAlignedPruner",
+        "async-halving": "AsyncHalvingPruner",
         "target-time": "TargetTimePruner",
         "slow": "SlowTrialPruner",
         "median": "MedianPruner",

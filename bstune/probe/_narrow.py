@@ -135,9 +135,16 @@ def narrow_space(
     else:
         low, high = base.batch_low, min(base.batch_high, max(data_top, base.batch_low))
         reasons.append(f"batch sizes {low} to {high}: the base space's (no finite noise scale measured)")
+    first = (low, high)
     if high < 4 * low:  # keep three powers of two to search
         high = min(4 * low, max(data_top, low))
     low = min(low, max(1, high // 4))
+    if (low, high) != first:  # the headline names the range searched, and says why it is wider
+        why = reasons[0].split(": ", 1)[1]
+        reasons[0] = (
+            f"batch sizes {low} to {high}: widened from {first[0]} to {first[1]} to keep three powers of two "
+            f"to search; {why}"
+        )
     if not base.powers_of_two:
         low, high = max(1, low), max(low, high)
     micro = None

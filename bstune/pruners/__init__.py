@@ -17,6 +17,7 @@ from bstune.pruners._base import ExplainingPruner, PruneReason
 from bstune.pruners._divergence import DivergencePruner
 from bstune.pruners._factory import PRUNER_NAMES, default_pruner, make_pruner
 from bstune.pruners._gain_bound import GainBoundPruner
+from bstune.pruners._halving import AsyncHalvingPruner
 from bstune.pruners._oom import known_out_of_memory
 from bstune.pruners._slow import SlowTrialPruner
 from bstune.pruners._target import TargetTimePruner
@@ -25,6 +26,7 @@ from bstune.pruners._time_aligned import TimeAlignedPruner
 __all__ = [
     "PRUNER_NAMES",
     "AnyPruner",
+    "AsyncHalvingPruner",
     "DivergencePruner",
     "ExplainingPruner",
     "GainBoundPruner",

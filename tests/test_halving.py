@@ -1,0 +1,183 @@
+"""AsyncHalvingPruner: asynchronous successive halving on elapsed training time, by hand and on
+replayed real learning curves in a target study."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import bstune
+from bstune.pruners import AnyPruner, AsyncHalvingPruner, default_pruner
+from bstune.study import create_study, make_objective
+from bstune.testing import FakeClock, RecordedCurves
+
+_CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "curves"
+
+
+def _study(direction: str = "maximize", budget: float | None = 16.0, **kw: object) -> optuna.Study:
+    study = optuna.create_study(direction=direction, pruner=AsyncHalvingPruner(**kw))  # type: ignore[arg-type]
+    if budget is not None:
+        study.set_user_attr("mode", "time_budget")
+        study.set_user_attr("budget", budget)
+    return study
+
+
+def _finished(study: optuna.Study, curve: list[tuple[float, float]], state: TrialState = TrialState.COMPLETE) -> None:
+    t = study.ask()
+    for seconds, v in curve:
+        t.report(v, int(round(seconds * 1000)))
+    study.tell(t, curve[-1][1] if state == TrialState.COMPLETE else None, state=state)
+
+
+def _verdict(study: optuna.Study, reports: list[tuple[float, float]]) -> bool:
+    """Whether a trial with these reports is stopped (at any of them, as a run would stop it)."""
+    t = study.ask()
+    pruned = False
+    for seconds, v in reports:
+        t.report(v, int(round(seconds * 1000)))
+        pruned = t.should_prune()
+        if pruned:
+            break
+    study.tell(t, state=TrialState.FAIL)  # out of the way of the next check
+    return pruned
+
+
+def test_rungs_and_cut_off_by_hand() -> None:
+    # Budget 16 s, reduction factor 4: rungs at 4 s and 1 s. Four finished trials had 0.1, 0.2,
+    # 0.3, 0.4 at their first report past 1 s; the cut-off is their 75th percentile,
+    # 0.3 + 0.25 x (0.4 - 0.3) = 0.325 (linear interpolation). Strictly worse is stopped.
+    study = _study()
+    for v in (0.1, 0.2, 0.3, 0.4):
+        _finished(study, [(0.5, 0.0), (1.2, v), (4.5, v + 0.1), (16.0, v + 0.2)])
+    assert _verdict(study, [(1.1, 0.32)])
+    assert not _verdict(study, [(1.1, 0.325)])
+    assert not _verdict(study, [(1.1, 0.33)])
+    reason = study.pruner.explain(study, study.trials[4].number)
+    assert reason is not None and reason.pruner == "AsyncHalvingPruner"
+    assert reason.why == (
+        "at 1.10 s (rung 1.00 s of 16.00 s) its best 0.32 is outside the top 25% of the 4 trials that "
+        "passed the rung (cut-off 0.325)"
+    )
+
+
+def test_a_trial_is_judged_once_per_rung_at_its_first_report_past_it() -> None:
+    study = _study()
+    for v in (0.5, 0.6):
+        _finished(study, [(1.0, v), (4.0, v + 0.1), (16.0, v + 0.2)])
+    assert not _verdict(study, [(0.9, 0.0)])  # before the first rung: nothing to compare
+    assert not _verdict(study, [(0.9, 0.7), (1.5, 0.1)])  # 1.5 s: past 1 s, but its best 0.7 ranks first
+    # Past 1 s already at its previous report: not judged again at 2 s, only at 4 s.
+    t = study.ask()
+    t.report(0.9, 1000)
+    assert not t.should_prune()
+    t.report(0.0, 2000)
+    assert not t.should_prune()  # its best-so-far is still 0.9
+    study.tell(t, state=TrialState.FAIL)
+    assert _verdict(study, [(1.0, 0.9), (2.0, 0.9), (4.1, 0.0)]) is False  # 0.9 >= the 4 s values 0.6, 0.7
+    assert _verdict(study, [(1.0, 0.9), (4.1, 0.55)]) is False  # best-so-far 0.9 counts, not the last value
+    assert _verdict(study, [(1.0, 0.45)]) is True  # 0.45 against 0.5 and 0.6 at the 1 s rung
+    assert _verdict(study, [(1.0, 0.58), (4.1, 0.6)]) is True  # kept at 1 s (cut-off 0.575), not at 4 s (0.675)
+
+
+def test_a_report_past_both_rungs_is_judged_at_the_later_one() -> None:
+    study = _study()
+    _finished(study, [(0.5, 0.9), (4.0, 0.2), (16.0, 0.95)])  # 0.9 at 1 s (best-so-far), 0.9 at 4 s
+    _finished(study, [(1.0, 0.1), (4.0, 0.3), (16.0, 0.5)])  # 0.1 at 1 s, 0.3 at 4 s
+    # One report at 5 s: judged at the 4 s rung against 0.9 and 0.3 (cut-off 0.75).
+    assert _verdict(study, [(5.0, 0.7)])
+    assert not _verdict(study, [(5.0, 0.8)])
+
+
+def test_target_mode_rungs_follow_the_longest_completed_trial() -> None:
+    # No time budget (a target study): max_t is the longest training time of the completed trials,
+    # 4, 16 and 8 s -> 16 s, so the rungs are at 4 s and 1 s; a pruned trial does not count.
+    study = _study("minimize", budget=None)
+    assert study.pruner.max_t(study) is None
+    assert not _verdict(study, [(1.1, 0.9)])  # nothing completed: nothing stopped
+    for end, start in ((4.0, 0.20), (16.0, 0.10), (8.0, 0.30)):
+        _finished(study, [(1.0, start), (end, 0.0)])
+    _finished(study, [(1.0, 0.05), (90.0, 0.01)], TrialState.PRUNED)
+    assert study.pruner.max_t(study) == 16.0
+    # Shortfalls at 1 s: 0.20, 0.10, 0.30 and the pruned trial's 0.05; minimising, the cut-off is
+    # their 25th percentile, 0.05 + 0.75 x (0.10 - 0.05) = 0.0875.
+    assert _verdict(study, [(1.05, 0.09)])
+    assert not _verdict(study, [(1.05, 0.0875)])
+    # A trial that reaches the target quickly does not shrink the rungs; a longer one stretches them.
+    _finished(study, [(0.1, 0.0)])
+    assert study.pruner.max_t(study) == 16.0
+    _finished(study, [(1.0, 0.3), (32.0, 0.0)])
+    assert study.pruner.max_t(study) == 32.0
+
+
+def test_too_few_values_at_the_rung_stop_nothing() -> None:
+    study = _study(n_min_trials=3)
+    _finished(study, [(1.0, 0.8), (16.0, 0.9)])
+    _finished(study, [(1.0, 0.8), (16.0, 0.9)])
+    _finished(study, [(0.5, 0.8), (0.9, 0.9)], TrialState.PRUNED)  # never reached 1 s
+    assert not _verdict(study, [(1.1, 0.0)])
+    _finished(study, [(1.0, 0.8), (16.0, 0.9)])
+    assert _verdict(study, [(1.1, 0.0)])
+
+
+def test_reduction_factor_and_number_of_rungs() -> None:
+    # Factor 2 and three rungs below 16 s: 8, 4 and 2 s; the top half continues.
+    study = _study(reduction_factor=2.0, n_rungs=3)
+    for v in (0.2, 0.4):
+        _finished(study, [(2.0, v), (4.0, v), (8.0, v), (16.0, v)])
+    assert _verdict(study, [(2.1, 0.29)])  # median of 0.2 and 0.4 is 0.3
+    assert not _verdict(study, [(2.1, 0.31)])
+    assert not _verdict(study, [(1.0, 0.0)])  # 1 s is not a rung with three
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"reduction_factor": 1}, r"'reduction_factor' parameter of AsyncHalvingPruner .* Got 1"),
+        ({"reduction_factor": math.inf}, r"'reduction_factor' parameter of AsyncHalvingPruner .* Got inf"),
+        ({"n_rungs": 0}, r"'n_rungs' parameter of AsyncHalvingPruner .* Got 0"),
+        ({"n_min_trials": True}, r"'n_min_trials' parameter of AsyncHalvingPruner .* Got True"),
+    ],
+)
+def test_bad_parameters_are_refused(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(bstune.errors.InvalidParameterError, match=match):
+        AsyncHalvingPruner(**kw)  # type: ignore[arg-type]
+
+
+def test_on_recorded_real_curves_a_target_study_stops_slow_starters_and_keeps_the_fastest() -> None:
+    """Replayed real learning curves (the names LSTM), a target study with the default pruners and
+    this one:
+    after a random start, the three configurations with the shortest recorded time-to-target reach
+    the target, and successive halving stops many of the others early, each with its reason."""
+    curves = RecordedCurves(_CURVES / "names.jsonl")
+    space = curves.space()
+    target = 0.97 * curves.best
+    mode = bstune.Target(target)
+    times = sorted(
+        (t, k) for k, c in curves.curves.items() if k[0] & (k[0] - 1) == 0 and (t := c.time_to(target)) is not None
+    )
+    fastest = [k for _, k in times[:3]]
+    rng = random.Random(0)
+    others = [k for k in sorted(curves.curves) if k[0] & (k[0] - 1) == 0 and k not in fastest]
+    start, rest = rng.sample(others, 8), rng.sample(others, 24)
+    order = start + rest[:12] + fastest + rest[12:]
+    clock = FakeClock()
+    pruner = AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner())
+    study = create_study(mode, space=space, pruner=pruner, seed=0)
+    for b, lr, e in order:
+        study.enqueue_trial({"log2_batch_size": int(math.log2(b)), "learning_rate": lr, "epochs": e})
+    study.optimize(make_objective(curves.task(clock), space, mode, clock=clock), n_trials=len(order))
+    by_config = {tuple(t.user_attrs["replayed"]): t for t in study.trials}
+    for k in fastest:
+        t = by_config[k]
+        assert t.state == TrialState.COMPLETE and t.user_attrs["reached_target"], (k, t.user_attrs.get("stop_detail"))
+    assert study.best_trial.user_attrs["replayed"] == list(fastest[0])
+    halved = [t for t in study.trials if "by AsyncHalvingPruner" in t.user_attrs.get("stop_detail", "")]
+    assert len(halved) >= 8
+    for t in halved:
+        assert "outside the top 25%" in t.user_attrs["stop_detail"]
+        assert t.user_attrs["train_s"] < 0.5 * curves.budget
