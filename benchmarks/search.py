@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bstune  # noqa: E402
 from bstune.space import SearchSpace  # noqa: E402
-from bstune.study import make_objective  # noqa: E402
+from bstune.study import BatchSweep, make_objective, spread_quantiles  # noqa: E402
 from bstune.testing import FakeClock, RecordedCurves, RecordedTask  # noqa: E402
 
 CURVES = Path(__file__).resolve().parent / "curves"
@@ -209,7 +209,7 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
         TargetTimePruner,
         TimeAlignedPruner,
     )
-    from bstune.study import BatchSweep, batch_sweep
+    from bstune.study import batch_sweep
 
     opts = dict(o.split("=") for o in strategy.removeprefix("v:").split() if "=" in o)
     pruners: list[Any] = [DivergencePruner()]
@@ -250,46 +250,27 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     return bstune.create_study(mode, space=space, sampler=sampler, pruner=AnyPruner(*pruners))
 
 
-def _vdc(n: int, b: int) -> list[float]:
-    out = []
-    for i in range(1, n + 1):
-        q, denom = 0.0, 1.0
-        while i:
-            denom *= b
-            i, d = divmod(i, b)
-            q += d / denom
-        out.append(q)
-    return out
+class _EpochSweep(BatchSweep):
+    """bstune's sweep, which also fixes the epochs of its trials (``ep=`` of :func:`_variant`)."""
 
+    def __init__(self, base: Any, space: SearchSpace, n: int, kind: str) -> None:
+        super().__init__(base, space, n)
+        k = len(self.values)
+        qs = {"mid3": [0.5, *spread_quantiles(k - 1, 3)], "vdc3": spread_quantiles(k, 3), "mid": [0.5] * k}[kind]
+        lo, hi = math.log(space.epochs_low), math.log(space.epochs_high)
+        self.ep_values = [round(math.exp(lo + q * (hi - lo))) for q in qs]
 
-def _make_epoch_sweep() -> type:
-    from bstune.study import BatchSweep
+    def _fixed(self, trial, param_name):  # type: ignore[no-untyped-def]
+        if param_name == "epochs" and trial.number < len(self.ep_values):
+            return self.ep_values[trial.number]
+        return super()._fixed(trial, param_name)
 
-    class EpochSweep(BatchSweep):
-        def __init__(self, base: Any, space: SearchSpace, n: int, kind: str) -> None:
-            super().__init__(base, space, n)
-            k = len(self.values)
-            qs = {"mid3": [0.5, *_vdc(k - 1, 3)], "vdc3": _vdc(k, 3), "mid": [0.5] * k}[kind]
-            lo, hi = math.log(space.epochs_low), math.log(space.epochs_high)
-            self.ep_values = [round(math.exp(lo + q * (hi - lo))) for q in qs]
-
-        def _fixed(self, trial, param_name):  # type: ignore[no-untyped-def]
-            if param_name == "epochs" and trial.number < len(self.ep_values):
-                return self.ep_values[trial.number]
-            return super()._fixed(trial, param_name)
-
-        def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
-            params = super().sample_relative(study, trial, search_space)
-            fixed = self._fixed(trial, "epochs")
-            if fixed is not None and "epochs" in params:
-                params = {**params, "epochs": fixed}
-            return params
-
-    return EpochSweep
-
-
-def _EpochSweep(base: Any, space: SearchSpace, n: int, kind: str) -> Any:
-    return _make_epoch_sweep()(base, space, n, kind)
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        params = super().sample_relative(study, trial, search_space)
+        fixed = self._fixed(trial, "epochs")
+        if fixed is not None and "epochs" in params:
+            params = {**params, "epochs": fixed}
+        return params
 
 
 class _Dedup(optuna.samplers.BaseSampler):

@@ -193,8 +193,8 @@ def batch_sweep(space: SearchSpace, n: int = 8) -> list[int]:
     return [picks[i] for i in order]
 
 
-def spread_quantiles(n: int) -> list[float]:
-    """The first ``n`` points of the base-2 van der Corput sequence: 1/2, 1/4, 3/4, 1/8, 5/8, ...
+def spread_quantiles(n: int, base: int = 2) -> list[float]:
+    """The first ``n`` points of the van der Corput sequence in ``base``: 1/2, 1/4, 3/4, 1/8, 5/8, ... in base 2.
 
     Each prefix is spread evenly over (0, 1), so however many sweep trials run, their learning
     rates cover the range; paired with :func:`batch_sweep`'s order, the smaller batches of the
@@ -209,9 +209,9 @@ def spread_quantiles(n: int) -> list[float]:
     for i in range(1, n + 1):
         q, denom = 0.0, 1.0
         while i:
-            denom *= 2
-            i, bit = divmod(i, 2)
-            q += bit / denom
+            denom *= base
+            i, digit = divmod(i, base)
+            q += digit / denom
         out.append(q)
     return out
 

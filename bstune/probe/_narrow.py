@@ -118,33 +118,28 @@ def narrow_space(
         best = min(cost, key=lambda b: cost[b])
         kept = [b for b, c in cost.items() if c <= TIME_SLACK * cost[best]]
         low, high = pow2_floor(min(kept)), min(pow2_ceil(max(kept)), data_top)
-        reasons.append(
-            f"batch sizes {low} to {high}: predicted time to a result, (B + B_crit) / throughput(B) with "
-            f"B_crit ~ {critical:.0f}, is within {TIME_SLACK:g}x of the best (at batch {best}) from {min(kept)} to "
-            f"{max(kept)}; rounded out to powers of two"
+        why = (
+            f"predicted time to a result, (B + B_crit) / throughput(B) with B_crit ~ {critical:.0f}, is within "
+            f"{TIME_SLACK:g}x of the best (at batch {best}) from {min(kept)} to {max(kept)}; rounded out to powers of two"
             + (f", capped at the data set ({n_train} samples)" if high == data_top else "")
         )
     elif finite:
         low = pow2_floor(critical / CRITICAL_FACTOR)  # type: ignore[operator]
         high = min(pow2_ceil(critical * CRITICAL_FACTOR), data_top)  # type: ignore[operator]
-        reasons.append(
-            f"batch sizes {low} to {high}: from B_crit/{CRITICAL_FACTOR} to {CRITICAL_FACTOR} B_crit "
-            f"(B_crit ~ {critical:.0f}), powers of two"
+        why = (
+            f"from B_crit/{CRITICAL_FACTOR} to {CRITICAL_FACTOR} B_crit (B_crit ~ {critical:.0f}), powers of two"
             + (f", capped at the data set ({n_train} samples)" if high == data_top else "")
         )
     else:
         low, high = base.batch_low, min(base.batch_high, max(data_top, base.batch_low))
-        reasons.append(f"batch sizes {low} to {high}: the base space's (no finite noise scale measured)")
+        why = "the base space's (no finite noise scale measured)"
     first = (low, high)
     if high < 4 * low:  # keep three powers of two to search
         high = min(4 * low, max(data_top, low))
     low = min(low, max(1, high // 4))
     if (low, high) != first:  # the headline names the range searched, and says why it is wider
-        why = reasons[0].split(": ", 1)[1]
-        reasons[0] = (
-            f"batch sizes {low} to {high}: widened from {first[0]} to {first[1]} to keep three powers of two "
-            f"to search; {why}"
-        )
+        why = f"widened from {first[0]} to {first[1]} to keep three powers of two to search; {why}"
+    reasons.append(f"batch sizes {low} to {high}: {why}")
     if not base.powers_of_two:
         low, high = max(1, low), max(low, high)
     micro = None

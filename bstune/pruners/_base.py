@@ -124,6 +124,20 @@ def value_at(curve: Sequence[Point], t: float) -> float | None:
     return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
+def finished_curve(
+    cache: dict[tuple[str, int], list[Point]], study: optuna.Study, trial: FrozenTrial, direction: StudyDirection
+) -> list[Point]:
+    """A trial's best-so-far curve, kept in ``cache`` once the trial has finished (its curve no
+    longer changes; a study with a fast target has thousands of trials to read at every report)."""
+    if trial.state == TrialState.RUNNING:
+        return best_so_far(points(trial), direction)
+    key = (study.study_name, trial.number)
+    curve = cache.get(key)
+    if curve is None:
+        curve = cache[key] = best_so_far(points(trial), direction)
+    return curve
+
+
 def others(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
     """The study's other trials that reported something (finished, pruned or still running)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

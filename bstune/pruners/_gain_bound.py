@@ -13,6 +13,7 @@ from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
     best_so_far,
+    finished_curve,
     planned_end,
     points,
     study_budget,
@@ -118,10 +119,7 @@ class GainBoundPruner(ExplainingPruner):
             return None
         gains = []
         for other in done:
-            key = (study.study_name, other.number)
-            theirs = self._curves.get(key)
-            if theirs is None:
-                theirs = self._curves[key] = best_so_far(points(other), direction)
+            theirs = finished_curve(self._curves, study, other, direction)
             if not theirs:
                 continue
             at = value_at(theirs, p * theirs[-1][0])

@@ -10,7 +10,16 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune.errors import invalid
-from bstune.pruners._base import ExplainingPruner, PruneReason, best_so_far, better, others, points, study_budget
+from bstune.pruners._base import (
+    ExplainingPruner,
+    PruneReason,
+    best_so_far,
+    better,
+    finished_curve,
+    others,
+    points,
+    study_budget,
+)
 
 __all__ = ["AsyncHalvingPruner"]
 
@@ -83,34 +92,21 @@ class AsyncHalvingPruner(ExplainingPruner):
         self.reduction_factor = float(rf)
         self.n_rungs = n_rungs
         self.n_min_trials = n_min_trials
-        self._lengths: dict[str, dict[int, float]] = {}  # completed trials' training seconds
+        self._longest: dict[str, tuple[set[int], float]] = {}  # completed trials read, their longest time
         self._curves: dict[tuple[str, int], list[tuple[float, float]]] = {}  # finished trials do not change
-        self._max_t: dict[str, float] = {}
 
     def max_t(self, study: optuna.Study) -> float | None:
         """The time the rungs are fractions of: the budget, else the longest completed trial's length."""
         budget = study_budget(study)
         if budget is not None:
             return budget
-        seen = self._lengths.setdefault(study.study_name, {})
-        n = len(seen)
+        seen, longest = self._longest.get(study.study_name, (set(), 0.0))
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number not in seen and t.intermediate_values:
-                seen[t.number] = max(t.intermediate_values) / 1000.0
-        if not seen:
-            return None
-        if len(seen) != n or study.study_name not in self._max_t:
-            self._max_t[study.study_name] = max(seen.values())
-        return self._max_t[study.study_name]
-
-    def _curve(self, study: optuna.Study, trial: FrozenTrial) -> list[tuple[float, float]]:
-        if trial.state == TrialState.RUNNING:
-            return best_so_far(points(trial), study.direction)
-        key = (study.study_name, trial.number)
-        curve = self._curves.get(key)
-        if curve is None:
-            curve = self._curves[key] = best_so_far(points(trial), study.direction)
-        return curve
+                seen.add(t.number)
+                longest = max(longest, max(t.intermediate_values) / 1000.0)
+        self._longest[study.study_name] = (seen, longest)
+        return longest if seen else None
 
     def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         pts = points(trial)
@@ -133,7 +129,7 @@ class AsyncHalvingPruner(ExplainingPruner):
         mine = own[-1][1]
         peers = []
         for other in others(study, trial):
-            v = _first_at(self._curve(study, other), rung)
+            v = _first_at(finished_curve(self._curves, study, other, direction), rung)
             if v is not None:
                 peers.append(v)
         if len(peers) < self.n_min_trials:
