@@ -36,7 +36,7 @@ class Progress:
     def on_report(self, trial: optuna.Trial, point: CurvePoint) -> None:
         if not self.console.is_terminal:
             return
-        limit = f"/{self.mode.budget:g}" if hasattr(self.mode, "budget") else ""
+        limit = f"/{self.mode.trial_limit:g}" if self.mode.trial_limit is not None else ""
         text = (
             f"trial #{trial.number}: {point.train_s:.1f}{limit} s trained, epoch {point.epoch:.2f}, "
             f"{self.mode.metric_name} {point.metric:.4f}"

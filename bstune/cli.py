@@ -90,7 +90,8 @@ TimeBudgetOption = Annotated[
     typer.Option(
         "--time-budget",
         help="Time-budget mode: each trial trains at most this many seconds; its value is the best "
-        "validation metric reached. The default mode (with the script's budget, else 60 s).",
+        "validation metric reached. The default mode (with the script's budget, else 60 s). With --target: "
+        "the most seconds a trial may train to reach the target (a miss after that; default: no limit).",
     ),
 ]
 TargetOption = Annotated[
@@ -98,7 +99,7 @@ TargetOption = Annotated[
     typer.Option(
         "--target",
         help="Target mode: a trial stops when the validation metric reaches this value; its value "
-        "is the training seconds it took.",
+        "is the training seconds it took. Add --time-budget to limit each trial's training.",
     ),
 ]
 SpaceOption = Annotated[
@@ -259,7 +260,7 @@ def confirm_command(
     if mode is None:
         raise BstuneError(f"study {study.study_name!r} was not made by bstune; it has no mode to train in")
     tune(
-        script, time_budget=getattr(mode, "budget", None), target=mode.target if isinstance(mode, Target) else None,
+        script, time_budget=mode.trial_limit, target=mode.target if isinstance(mode, Target) else None,
         space=space, n_trials=0, storage=storage, study_name=study.study_name, clock=mode.clock, device=device,
         micro_batch_size=micro_batch_size, seed=seed, task_options=_parse_options(task_option or []),
         confirm=seeds, confirm_top=top, debug=debug,

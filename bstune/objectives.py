@@ -4,7 +4,8 @@
   epochs; its value is the best validation metric it reached; the study maximises it (or minimises,
   for a lower-is-better metric).
 * :class:`Target` (target A): a trial stops when the validation metric first reaches A; its value is
-  the training seconds it took; the study minimises it.
+  the training seconds it took; the study minimises it. With a ``limit`` L, a trial that has not
+  reached A after L seconds of training stops there (a miss), and its schedule ends at L.
 
 Samplers learn from the intermediate values too (Optuna's TPE ranks pruned trials by their last
 one), so intermediate values always point the way of the study: in budget mode the metric itself,
@@ -90,6 +91,11 @@ class TimeBudget:
             return math.nan
         return max(vals) if self.metric_direction == "maximize" else min(vals)
 
+    @property
+    def trial_limit(self) -> float:
+        """The most seconds a trial trains: the budget."""
+        return self.budget
+
     def to_attrs(self) -> dict[str, Any]:
         return {
             "mode": self.kind,
@@ -106,6 +112,11 @@ class Target:
 
     Args:
         target: The validation metric to reach (``>=`` for a higher-is-better metric).
+        limit: The most seconds of training a trial may take to reach it (``None``: no limit; a
+            trial trains until its planned epochs end). A trial still short of the target at the
+            limit stops there as a miss, and its learning-rate schedule ends at the limit, as in a
+            time-budget study. With a limit the default pruning also ranks trials at fractions of it
+            (:class:`bstune.pruners.AsyncHalvingPruner`).
         metric_direction: Whether a higher validation metric is better.
         metric_name: What the metric is called in reports and on the dashboard.
         clock: ``"train"`` counts time inside training steps; ``"wall"`` counts everything.
@@ -113,12 +124,15 @@ class Target:
     Example:
         >>> Target(0.8).shortfall(0.75)
         0.05...
+        >>> Target(0.8, limit=60).trial_limit
+        60.0
     """
 
     target: float
     metric_direction: Direction = "maximize"
     metric_name: str = "accuracy"
     clock: Literal["train", "wall"] = "train"
+    limit: float | None = None
 
     kind = "target"
     #: A miss is worth at least this many times the slowest hit seen before it.
@@ -132,6 +146,19 @@ class Target:
         _check_direction("Target", self.metric_direction)
         if self.clock not in ("train", "wall"):
             raise invalid("clock", "Target", "'train' or 'wall'", self.clock)
+        if self.limit is not None:
+            if (
+                isinstance(self.limit, bool)
+                or not isinstance(self.limit, (int, float))
+                or not (math.isfinite(self.limit) and self.limit > 0)
+            ):
+                raise invalid("limit", "Target", "None or a finite number of seconds greater than 0", self.limit)
+            object.__setattr__(self, "limit", float(self.limit))
+
+    @property
+    def trial_limit(self) -> float | None:
+        """The most seconds a trial trains (``None``: until the target or the end of its epochs)."""
+        return self.limit
 
     def check_range(self, what: str = "target") -> None:
         """Refuse a target the default accuracy metric can never reach (it lies in [0, 1]).
@@ -191,13 +218,16 @@ class Target:
         return self.miss_factor * max(spent, slowest_hit or 0.0, 1e-3) * (1.0 + best_gap)
 
     def to_attrs(self) -> dict[str, Any]:
-        return {
+        attrs: dict[str, Any] = {
             "mode": self.kind,
             "target": self.target,
             "metric_name": self.metric_name,
             "metric_direction": self.metric_direction,
             "clock": self.clock,
         }
+        if self.limit is not None:
+            attrs["limit"] = self.limit
+        return attrs
 
 
 Mode = Union[TimeBudget, Target]
@@ -213,5 +243,6 @@ def mode_from_attrs(attrs: dict[str, Any]) -> Mode | None:
     if attrs.get("mode") == TimeBudget.kind:
         return TimeBudget(float(attrs["budget"]), **common)
     if attrs.get("mode") == Target.kind:
-        return Target(float(attrs["target"]), **common)
+        limit = attrs.get("limit")
+        return Target(float(attrs["target"]), **common, limit=None if limit is None else float(limit))
     return None

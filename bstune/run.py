@@ -30,7 +30,7 @@ import optuna
 
 from bstune.curve import CurvePoint, curve_from_attrs, curve_to_attrs
 from bstune.memory import is_oom
-from bstune.objectives import Mode, Target, TimeBudget
+from bstune.objectives import Mode, Target
 
 if TYPE_CHECKING:
     from bstune.space import Hyperparams
@@ -181,7 +181,9 @@ class Run:
 
     @property
     def budget_spent(self) -> bool:
-        return isinstance(self.mode, TimeBudget) and self.elapsed >= self.mode.budget
+        """The mode's per-trial limit is used up (a time budget, or a target study's ``limit``)."""
+        limit = self.mode.trial_limit
+        return limit is not None and self.elapsed >= limit
 
     @property
     def should_stop(self) -> bool:
@@ -191,10 +193,9 @@ class Run:
         return self.stop_reason is not None
 
     def time_left(self) -> float:
-        """Seconds left in the budget on the mode's clock (infinite in target mode)."""
-        if isinstance(self.mode, TimeBudget):
-            return max(self.mode.budget - self.elapsed, 0.0)
-        return math.inf
+        """Seconds left in the budget on the mode's clock (infinite in target mode without a limit)."""
+        limit = self.mode.trial_limit
+        return math.inf if limit is None else max(limit - self.elapsed, 0.0)
 
     def progress(self, planned_samples: int | None = None) -> float:
         """How far along the trial's schedule is, in [0, 1]: budget-aware.
@@ -206,8 +207,9 @@ class Run:
         p = 0.0
         if planned_samples:
             p = self.samples_seen / planned_samples
-        if isinstance(self.mode, TimeBudget):
-            p = max(p, self.elapsed / self.mode.budget)
+        limit = self.mode.trial_limit
+        if limit is not None:
+            p = max(p, self.elapsed / limit)
         return min(max(p, 0.0), 1.0)
 
     def stop(self, reason: str, detail: str = "") -> None:

@@ -360,7 +360,8 @@ def _check_same(name: str, old: dict[str, Any], new: dict[str, Any]) -> None:
 def _describe(attrs: dict[str, Any]) -> str:
     if attrs.get("mode") == "time_budget":
         return f"a time budget of {attrs['budget']:g} s"
-    return f"the target {attrs.get('metric_name', 'metric')} {attrs.get('target'):g}"
+    within = f" within {attrs['limit']:g} s per trial" if attrs.get("limit") is not None else ""
+    return f"the target {attrs.get('metric_name', 'metric')} {attrs.get('target'):g}{within}"
 
 
 def make_objective(

@@ -51,14 +51,18 @@ def check_positive(name: str, value: float | None, *, integer: bool = False) -> 
 def resolve_mode(
     task: Task, *, time_budget: float | None = None, target: float | None = None, clock: str = "train"
 ) -> TimeBudget | Target:
-    """The mode the arguments ask for, else the script's ``DEFAULTS``, else a 60 s time budget."""
+    """The mode the arguments ask for, else the script's ``DEFAULTS``, else a 60 s time budget.
+
+    ``target`` with ``time_budget`` is a target study whose trials train at most ``time_budget``
+    seconds each (:class:`~bstune.Target`'s ``limit``).
+    """
     from bstune.objectives import Target, TimeBudget
 
     defaults = task.defaults
     kw: dict[str, Any] = {k: defaults[k] for k in ("metric_name", "metric_direction") if k in defaults}
     kw["clock"] = clock
     if target is not None:
-        mode: TimeBudget | Target = Target(target, **kw)
+        mode: TimeBudget | Target = Target(target, **kw, limit=time_budget)
     elif time_budget is not None:
         mode = TimeBudget(time_budget, **kw)
     elif "target" in defaults:
@@ -72,8 +76,6 @@ def resolve_mode(
 
 def _check_arguments(a: dict[str, Any]) -> None:
     """Every refusal before anything is loaded or written."""
-    if a["time_budget"] is not None and a["target"] is not None:
-        raise BstuneError("give either --time-budget or --target, not both")
     check_positive("--time-budget", a["time_budget"])
     if not (a["n_trials"] == 0 and a["confirm"]):  # --n-trials 0 --confirm K: confirm an existing study only
         check_positive("--n-trials", a["n_trials"], integer=True)
@@ -164,8 +166,12 @@ def tune(
     if compile and task.owns_loop:
         raise BstuneError(f"--compile: {str(script)!r} defines train(hp, run) and owns its loop; compile the model there instead")
     mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)
+    from bstune.objectives import Target
+
     if study_name is None:
         tag = f"budget-{mode.budget:g}s" if hasattr(mode, "budget") else f"target-{mode.target:g}"
+        if isinstance(mode, Target) and mode.limit is not None:
+            tag += f"-limit-{mode.limit:g}s"
         study_name = f"{task.name}-{tag}" + ("-probe" if probe else "")
     spec = {
         "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
@@ -202,6 +208,7 @@ def _open(
     import optuna
 
     from bstune import _progress
+    from bstune.objectives import Target
     from bstune.pruners import make_pruner
     from bstune.space import load_space
     from bstune.study import create_study, make_objective, mask_url, resolve_storage
@@ -227,6 +234,8 @@ def _open(
     if probed is not None:
         study.set_user_attr("probe", probed.to_dict())
     what = f"time budget {mode.budget:g} s per trial" if hasattr(mode, "budget") else f"target {mode.metric_name} {mode.target:g}"
+    if isinstance(mode, Target) and mode.limit is not None:
+        what += f" within {mode.limit:g} s per trial"
     resumed = f", resuming after {before} trials" if before else ""
     console.print(f"study {spec['study_name']!r} in {mask_url(spec['storage'])}: {what}, space {the_space.name!r}, "
                   f"{n_trials} trials{resumed}")

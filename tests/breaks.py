@@ -32,6 +32,27 @@ class Break:
 
 BREAKS = [
     Break(
+        "a target study's per-trial limit stops nothing",
+        "bstune/objectives.py",
+        '        """The most seconds a trial trains (``None``: until the target or the end of its epochs)."""\n        return self.limit\n',
+        '        """The most seconds a trial trains (``None``: until the target or the end of its epochs)."""\n        return None\n',
+        ("tests/test_run.py::test_a_target_with_a_limit_stops_a_trial_there_as_a_miss_and_ends_its_schedule_there",),
+    ),
+    Break(
+        "the pruners do not read a target study's limit",
+        "bstune/pruners/_base.py",
+        '{"time_budget": "budget", "target": "limit"}',
+        '{"time_budget": "budget"}',
+        ("tests/test_halving.py::test_a_target_study_with_a_limit_ranks_at_fractions_of_the_limit_from_the_start",),
+    ),
+    Break(
+        "the default pruning of a target study with a limit does not rank",
+        "bstune/pruners/_factory.py",
+        "        if mode.limit is not None:\n",
+        "        if False:\n",
+        ("tests/test_cli.py::test_target_with_a_time_budget_limits_each_trial_and_ranks_at_fractions_of_it",),
+    ),
+    Break(
         "make_pruner returns NopPruner for every name but default",
         "bstune/pruners/_factory.py",
         '    if name == "default":\n        return default_pruner(mode)\n',

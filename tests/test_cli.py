@@ -15,6 +15,7 @@ import optuna
 import pytest
 from conftest import ROOT, shared_data
 
+import bstune
 from bstune.errors import TaskError
 
 LSTM = ROOT / "examples" / "lstm.py"
@@ -82,6 +83,27 @@ def test_target_mode_values_are_seconds_to_target(cli, tmp_path):
         assert t.user_attrs["stop_reason"] == "target"
         first = next(i for i, m in enumerate(t.user_attrs["curve"]["metric"]) if m >= 0.6)
         assert t.value == pytest.approx(t.user_attrs["curve"]["train_s"][first])
+
+
+def test_target_with_a_time_budget_limits_each_trial_and_ranks_at_fractions_of_it(cli, tmp_path):
+    """--target with --time-budget: a trial that has not reached the target after the budget stops
+    there, a miss; bstune's default pruning then includes asynchronous halving on that limit."""
+    code, out, err = cli(
+        "optimize", BLOBS, "--target", "0.999", "--time-budget", "0.3", "--n-trials", "2",
+        "--storage", "sqlite:///x.db", "--task-option", "n_samples=2000", "--pruner", "none",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "target accuracy 0.999 within 0.3 s per trial" in out
+    study = _load(tmp_path, name="mlp_blobs-target-0.999-limit-0.3s")
+    assert study.user_attrs["limit"] == 0.3 and study.direction == optuna.study.StudyDirection.MINIMIZE
+    # Blobs do not reach 99.9% accuracy: unpruned, every trial ends at the limit (within a step).
+    ends = [(t.user_attrs["stop_reason"], t.user_attrs["train_s"]) for t in study.trials]
+    assert all(reason == "budget" and abs(s - 0.3) < 0.2 for reason, s in ends), ends
+    assert all(not t.user_attrs["reached_target"] and t.constraints["target_shortfall"] > 0 for t in study.trials)
+    from bstune.pruners import AsyncHalvingPruner, make_pruner
+
+    assert any(isinstance(p, AsyncHalvingPruner) for p in make_pruner("default", bstune.Target(0.9, limit=1)).pruners)
+    assert not any(isinstance(p, AsyncHalvingPruner) for p in make_pruner("default", bstune.Target(0.9)).pruners)
 
 
 def test_same_command_resumes(cli, tmp_path):
@@ -197,7 +219,10 @@ BAD_INPUTS = [
     (["optimize", BLOBS, "--space", "nosuch"], r"search space 'nosuch': no such file, and not a built-in space"),
     (["optimize", BLOBS, "--time-budget", "0"], r"--time-budget must be a number greater than 0; got 0"),
     (["optimize", BLOBS, "--time-budget", "-5"], r"--time-budget must be a number greater than 0; got -5"),
-    (["optimize", BLOBS, "--time-budget", "5", "--target", "0.9"], r"give either --time-budget or --target, not both"),
+    (
+        ["optimize", BLOBS, "--time-budget", "0", "--target", "0.9"],
+        r"--time-budget must be a number greater than 0; got 0",
+    ),
     (
         ["optimize", BLOBS, "--storage", "mongodb://u:pw@h/db"],
         r"storage 'mongodb://u:\*\*\*@h/db': unknown kind of storage",

@@ -39,7 +39,8 @@ E = "bstune: error: "
 #: (what is wrong, arguments after `bstune optimize`, exit code, message; a trailing "..." = prefix)
 ROWS = [
     ("option: zero budget", "task.py --time-budget 0", 1, E + "--time-budget must be a number greater than 0; got 0"),
-    ("option: both modes", "task.py --time-budget 5 --target 0.9", 1, E + "give either --time-budget or --target, not both"),
+    ("option: target with a zero limit", "task.py --target 0.9 --time-budget 0", 1,
+     E + "--time-budget must be a number greater than 0; got 0"),
     ("option: zero trials", "task.py --n-trials 0", 1, E + "--n-trials must be an integer of at least 1; got 0"),
     ("option: not a number", "task.py --n-trials many", 2,
      E + "Invalid value for '--n-trials': Input should be a valid integer, unable to parse string as an integer"),

@@ -114,6 +114,19 @@ def test_target_mode_rungs_follow_the_longest_completed_trial() -> None:
     assert study.pruner.max_t(study) == 32.0
 
 
+def test_a_target_study_with_a_limit_ranks_at_fractions_of_the_limit_from_the_start() -> None:
+    # Target(limit=16): max_t is the limit, known before any trial completes; rungs at 4 s and 1 s.
+    study = create_study(bstune.Target(0.9, limit=16), pruner=AsyncHalvingPruner())
+    assert study.pruner.max_t(study) == 16.0
+    _finished(study, [(1.0, 0.20), (2.0, 0.15)], TrialState.PRUNED)  # no completed trial at all
+    assert _verdict(study, [(1.05, 0.25)])  # shortfall 0.25 against 0.20 at the 1 s rung
+    assert not _verdict(study, [(0.5, 0.25), (0.95, 0.25)])  # not at a rung yet
+    _finished(study, [(1.0, 0.30), (40.0, 0.0)])  # a longer completed trial does not move the rungs
+    assert study.pruner.max_t(study) == 16.0
+    # Minimising shortfalls 0.20 and 0.30 at 1 s, the cut-off is their 25th percentile, 0.225.
+    assert _verdict(study, [(1.02, 0.23)]) and not _verdict(study, [(1.02, 0.22)])
+
+
 def test_too_few_values_at_the_rung_stop_nothing() -> None:
     study = _study(n_min_trials=3)
     _finished(study, [(1.0, 0.8), (16.0, 0.9)])

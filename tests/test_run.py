@@ -222,6 +222,9 @@ def test_nesting_training_is_refused():
         (lambda: Target(math.nan), r"The 'target' parameter of Target must be a finite number. Got nan instead."),
         (lambda: TimeBudget(5, metric_direction="up"), r"'metric_direction' parameter of TimeBudget"),
         (lambda: Target(0.5, clock="cpu"), r"'clock' parameter of Target must be 'train' or 'wall'"),
+        (lambda: Target(0.5, limit=0), r"'limit' parameter of Target must be None or a finite number of seconds"),
+        (lambda: Target(0.5, limit=math.inf), r"'limit' parameter of Target .* Got inf instead"),
+        (lambda: Target(0.5, limit=True), r"'limit' parameter of Target .* Got True instead"),
     ],
 )
 def test_modes_validate_at_the_door(make, message):
@@ -310,3 +313,38 @@ def test_time_left_counts_down_to_zero_and_is_endless_toward_a_target():
     assert run.time_left() == 0.0  # spent, not negative
     _, other = _trial("minimize")
     assert Run(other, Target(0.9), HP, clock=clock).time_left() == math.inf
+    _, limited = _trial("minimize")
+    assert Run(limited, Target(0.9, limit=5), HP, clock=clock).time_left() == 5.0
+
+
+def test_a_target_with_a_limit_stops_a_trial_there_as_a_miss_and_ends_its_schedule_there():
+    clock = FakeClock()
+    study = optuna.create_study(direction="minimize")
+    mode = Target(0.8, limit=5)
+    hit = study.ask()
+    with Run(hit, mode, HP, clock=clock) as run:
+        for acc in (0.5, 0.85):
+            with run.training():
+                clock.advance(2.0)
+            run.report(acc)
+    assert run.stop_reason == "target" and run.value == 4.0
+    study.tell(hit, run.value)
+    miss = study.ask()
+    with Run(miss, mode, HP, clock=clock) as run:
+        seen = []
+        for _ in range(10):  # bounded: a limit that stops nothing fails below instead of hanging
+            if run.should_stop:
+                break
+            with run.training():
+                clock.advance(2.0)
+                run.count(64)
+            seen.append(run.progress(planned_samples=64 * 100))  # epochs far away: the limit decides
+            run.report(0.7)
+    assert seen == [0.4, 0.8, 1.0]
+    assert run.stop_reason == "budget" and [p.train_s for p in run.curve] == [2.0, 4.0, 6.0]
+    assert not run.reached_target
+    assert run.value == pytest.approx(2.0 * 6.0 * 1.1)  # a miss: 2 x max(6 s, 4 s) x (1 + 0.1 short)
+    study.tell(miss, run.value)
+    assert study.trials[1].constraints["target_shortfall"] == pytest.approx(0.1)
+    assert study.best_trial.number == 0
+    assert Target(0.8).trial_limit is None and TimeBudget(3).trial_limit == 3

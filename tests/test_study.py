@@ -50,6 +50,10 @@ def test_same_command_resumes_and_adds_trials(tmp_path):
             bstune.Target(0.8),
             r"was made for a time budget of 3 s, not the target accuracy 0.8; choose another --study-name",
         ),
+        (
+            bstune.Target(0.8, limit=3),
+            r"was made for a time budget of 3 s, not the target accuracy 0.8 within 3 s per trial;",
+        ),
     ],
 )
 def test_resuming_with_another_mode_is_refused_and_nothing_changes(tmp_path, second, message):
@@ -60,6 +64,24 @@ def test_resuming_with_another_mode_is_refused_and_nothing_changes(tmp_path, sec
         create_study(second, storage=url, study_name="r")
     again = optuna.load_study(study_name="r", storage=url)
     assert len(again.trials) == 2 and again.user_attrs["budget"] == 3
+
+
+def test_a_target_study_keeps_its_limit_and_resumes_only_with_it(tmp_path):
+    from bstune.objectives import mode_from_attrs
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    create_study(bstune.Target(0.8, limit=5), storage=url, study_name="t")
+    create_study(bstune.Target(0.8, limit=5), storage=url, study_name="t")  # the same: resumes
+    study = optuna.load_study(study_name="t", storage=url)
+    assert study.user_attrs["limit"] == 5.0
+    assert mode_from_attrs(study.user_attrs) == bstune.Target(0.8, limit=5)
+    with pytest.raises(
+        BstuneError, match=r"made for the target accuracy 0.8 within 5 s per trial, not the target accuracy 0.8;"
+    ):
+        create_study(bstune.Target(0.8), storage=url, study_name="t")
+    # A target study made before limits existed has no "limit": it has none.
+    old = {k: v for k, v in bstune.Target(0.8).to_attrs().items()}
+    assert "limit" not in old and mode_from_attrs(old) == bstune.Target(0.8)
 
 
 def test_resuming_with_another_space_is_refused(tmp_path):

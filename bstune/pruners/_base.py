@@ -163,15 +163,17 @@ def curve_column(trial: FrozenTrial, name: str) -> list[float]:
     return [math.nan if v is None else float(v) for v in col]
 
 
-def study_budget(study: optuna.Study) -> float | None:
-    """The time budget of a bstune time-budget study, else ``None``."""
+def trial_limit(study: optuna.Study) -> float | None:
+    """The most seconds a trial of a bstune study trains: the time budget, or a target study's
+    ``limit``; ``None`` for a target study without one or a study bstune did not make."""
     attrs = study.user_attrs
-    if attrs.get("mode") == "time_budget":
-        try:
-            return float(attrs["budget"])
-        except (KeyError, TypeError, ValueError):
-            return None
-    return None
+    key = {"time_budget": "budget", "target": "limit"}.get(str(attrs.get("mode")))
+    if key is None or attrs.get(key) is None:
+        return None
+    try:
+        return float(attrs[key])
+    except (TypeError, ValueError):
+        return None
 
 
 def planned_end(trial: FrozenTrial, budget: float | None) -> float | None:

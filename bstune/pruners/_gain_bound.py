@@ -16,7 +16,7 @@ from bstune.pruners._base import (
     finished_curve,
     planned_end,
     points,
-    study_budget,
+    trial_limit,
     value_at,
 )
 
@@ -111,7 +111,7 @@ class GainBoundPruner(ExplainingPruner):
         if len(done) < self.n_min_trials:
             return None
         t_now, v = curve[-1]
-        end = planned_end(trial, None if target_mode else study_budget(study))
+        end = planned_end(trial, trial_limit(study))
         if end is None or end <= 0 or t_now >= end:
             return None
         p = t_now / end

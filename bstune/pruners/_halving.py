@@ -18,7 +18,7 @@ from bstune.pruners._base import (
     finished_curve,
     others,
     points,
-    study_budget,
+    trial_limit,
 )
 
 __all__ = ["AsyncHalvingPruner"]
@@ -44,20 +44,24 @@ class AsyncHalvingPruner(ExplainingPruner):
     rung are read from the trials' curves in the study, so parallel workers and a resumed study
     share them.
 
-    ``max_t`` is the study's time budget in a time-budget study; otherwise (target mode, where a
-    trial trains until it reaches the target or ends its schedule) the longest training time of the
-    completed trials: what a whole trial that misses the target takes in this study. Nothing is
-    stopped before a trial has completed. (Not the median: once fast trials reach the target, it
-    shrinks the rungs toward the fastest time-to-target.)
+    ``max_t`` is the most a trial trains: the study's time budget, or a target study's ``limit``
+    (:class:`bstune.Target`). In a target study without a limit (a trial trains until it reaches the
+    target or ends its schedule) it is the longest training time of the completed trials, what a
+    whole trial that misses the target takes in this study, and nothing is stopped before a trial
+    has completed. (Not the median: once fast trials reach the target, it shrinks the rungs toward
+    the fastest time-to-target.)
 
-    Not in :func:`bstune.default_pruner`: it ranks, and ranking stops eventual winners where
-    curves cross. Measured on recorded learning curves (``benchmarks/RESULTS_search.md``), added to
-    the default pruners of a target study it found fast configurations sooner on two tasks (an LSTM
-    on names and on sentence polarity) and missed the fastest on the third (an MLP on digits, whose
-    trials reach the target in a few hundredths of a second, where early values are noise); in
-    time-budget studies the same rule ended further from the best than the default. Choose it
-    with ``--pruner async-halving`` or combine it, e.g.
-    ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner())``.
+    In :func:`bstune.default_pruner` of a target study with a limit only, with one rung (at a
+    quarter of the limit). Measured on recorded learning curves (``benchmarks/RESULTS_search.md``),
+    it found fast configurations sooner there on two tasks (an LSTM on names and on sentence
+    polarity) and changed nothing on the third (an MLP on digits); the second rung at a sixteenth
+    stopped the fastest names configuration, a slow starter, in a quarter of the runs. With the
+    longest completed trial as ``max_t`` instead, it missed the fastest digits configuration (its
+    trials reach the target in a few hundredths of a second, and rungs that close to the start
+    fall on early values that are noise). In time-budget studies it ended further from the best
+    than the default, which never ranks there. Choose it with ``--pruner
+    async-halving`` or combine it, e.g. ``AnyPruner(*default_pruner(mode).pruners,
+    AsyncHalvingPruner())``.
 
     NaN policy: NaN values are skipped; a trial with no finite value is left alone (the divergence
     pruner handles it). Works in both directions.
@@ -96,8 +100,8 @@ class AsyncHalvingPruner(ExplainingPruner):
         self._curves: dict[tuple[str, int], list[tuple[float, float]]] = {}  # finished trials do not change
 
     def max_t(self, study: optuna.Study) -> float | None:
-        """The time the rungs are fractions of: the budget, else the longest completed trial's length."""
-        budget = study_budget(study)
+        """The time the rungs are fractions of: the trial limit, else the longest completed trial's length."""
+        budget = trial_limit(study)
         if budget is not None:
             return budget
         seen, longest = self._longest.get(study.study_name, (set(), 0.0))

@@ -15,7 +15,7 @@ from bstune.pruners._base import (
     others,
     planned_end,
     points,
-    study_budget,
+    trial_limit,
 )
 
 __all__ = ["SlowTrialPruner"]
@@ -80,7 +80,7 @@ class SlowTrialPruner(ExplainingPruner):
         self.first_epoch = first_epoch
 
     def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
-        budget = self.budget if self.budget is not None else study_budget(study)
+        budget = self.budget if self.budget is not None else trial_limit(study)
         pts = points(trial)
         if budget is None or not pts:
             return None

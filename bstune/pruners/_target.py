@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune.errors import invalid
-from bstune.pruners._base import ExplainingPruner, PruneReason, best_so_far, planned_end, points
+from bstune.pruners._base import ExplainingPruner, PruneReason, best_so_far, planned_end, points, trial_limit
 
 __all__ = ["TargetTimePruner"]
 
@@ -127,7 +127,7 @@ class TargetTimePruner(ExplainingPruner):
                 f"{t:.2f} s of training without reaching the target, more than {1 + self.margin:g} x "
                 f"the best time-to-target {best[0]:.2f} s (trial {best[1]})"
             )
-        end = planned_end(trial, None)
+        end = planned_end(trial, trial_limit(study))
         if (
             len(pts) < self.n_warmup_reports
             or end is None

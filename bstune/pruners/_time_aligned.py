@@ -19,7 +19,7 @@ from bstune.pruners._base import (
     others,
     planned_end,
     points,
-    study_budget,
+    trial_limit,
     value_at,
 )
 
@@ -173,7 +173,7 @@ class TimeAlignedPruner(ExplainingPruner):
             return self._reason(f"latest value {latest} at {t:.2f} s", "diverged")
         if n_complete(study) < self.n_startup_trials:
             return None
-        budget = study_budget(study)
+        budget = trial_limit(study)
         own_end = planned_end(trial, budget)
         first = self.min_seconds
         if first is None:
