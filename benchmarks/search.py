@@ -71,6 +71,7 @@ STRATEGIES = (
     "gp",
     "bstune default",
     "bstune default, no pruning",
+    "bstune default, target without a limit",
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -98,8 +99,15 @@ class Curves(RecordedCurves):
     def lrs(self) -> list[float]:
         return self.learning_rates
 
-    def mode(self, kind: str) -> bstune.TimeBudget | bstune.Target:
-        return bstune.TimeBudget(self.budget) if kind == "budget" else bstune.Target(self.target)
+    def mode(self, kind: str, strategy: str = "") -> bstune.TimeBudget | bstune.Target:
+        """The study's mode. A target study has the per-trial limit the curves were recorded under
+        (a replayed trial cannot train past it, and that is what the limit says), except for the
+        strategy that measures bstune's default without one."""
+        if kind == "budget":
+            return bstune.TimeBudget(self.budget)
+        if strategy.endswith("without a limit"):
+            return bstune.Target(self.target)
+        return bstune.Target(self.target, limit=self.budget)
 
     def outcome(self, key: tuple[int, float, int], kind: str) -> float | None:
         """What the configuration truly gives: its best metric, or its time-to-target (None: never)."""
@@ -190,7 +198,9 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     Keys: ``gain`` (1/0, the gain-bound pruner), ``optimism``, ``min`` (its n_min_trials), ``ta``
     (1/0, the time-aligned pruner; ``taf``, ``tarf``, ``tas``, ``tan``, ``tap``: its
     first_rung_fraction, reduction_factor, n_startup_trials, n_min_trials, peer_progress), ``ah``
-    (add ``AsyncHalvingPruner`` with this reduction factor; ``ahmin``: its n_min_trials), ``asha``
+    (add ``AsyncHalvingPruner`` with this reduction factor; ``ahmin``, ``ahr``: its n_min_trials and
+    n_rungs; ``ahcap=1``: max_t the recorded budget; ``ahhit=1``: only once a trial has reached the
+    target), ``asha``
     (add the ASHA baseline's rule with this reduction factor), ``slow`` (1/0), ``tt`` (1/0, the
     target-time pruner in target mode), ``sampler`` (tpe, tpe-uni, gp), ``startup`` (random
     start-up trials after the sweep), ``sweep`` (1/0, bstune's start-up sweep), ``sweepn`` (its
@@ -230,7 +240,13 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
             )
         )
     if "ah" in opts:
-        pruners.append(AsyncHalvingPruner(float(opts["ah"]), n_min_trials=int(opts.get("ahmin", 1))))
+        ah = AsyncHalvingPruner(float(opts["ah"]), n_rungs=int(opts.get("ahr", 2)), n_min_trials=int(opts.get("ahmin", 1)))
+        if opts.get("ahcap") == "1":  # max_t: the per-trial limit the curves were recorded under
+            ah.max_t = lambda study: budget  # type: ignore[method-assign]
+        if opts.get("ahhit") == "1":  # rank only once a trial has reached the target
+            pruners.append(_AfterHit(ah))
+        else:
+            pruners.append(ah)
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
         pruners.append(ASHA(budget, float(opts["asha"])))
     sweep = opts.get("sweep", "1") == "1"
@@ -248,6 +264,21 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     if "dedup" in opts:
         sampler = _Dedup(sampler, float(opts["dedup"]), int(opts.get("draws", 10)))
     return bstune.create_study(mode, space=space, sampler=sampler, pruner=AnyPruner(*pruners))
+
+
+class _AfterHit(optuna.pruners.BasePruner):
+    """A pruner that acts only once a trial of the study has completed feasibly (in target mode:
+    reached the target)."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        hit = any(
+            all(v <= 0 for v in t.constraints.values())
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        )
+        return hit and self.inner.prune(study, trial)
 
 
 class _EpochSweep(BatchSweep):
@@ -323,12 +354,12 @@ class _Dedup(optuna.samplers.BaseSampler):
 
 def build_study(strategy: str, curves: Curves, kind: str, seed: int) -> tuple[optuna.Study, bool]:
     """The study a strategy runs, and whether its trials report at epoch steps."""
-    mode, space = curves.mode(kind), curves.space()
+    mode, space = curves.mode(kind, strategy), curves.space()
     nop = optuna.pruners.NopPruner()
     if strategy.startswith("v:"):
         return _variant(strategy, mode, space, seed, curves.budget), False
     tpe = optuna.samplers.TPESampler(seed=seed)
-    if strategy == "bstune default":
+    if strategy in ("bstune default", "bstune default, target without a limit"):
         return bstune.create_study(mode, space=space, seed=seed, pruner=bstune.default_pruner(mode)), False
     if strategy == "bstune default, no pruning":
         return bstune.create_study(mode, space=space, seed=seed, pruner=nop), False
@@ -365,7 +396,7 @@ def run_strategy(curves: Curves, strategy: str, kind: str, seed: int) -> list[Ev
     study, epoch_steps = build_study(strategy, curves, kind, seed)
     clock = FakeClock()
     replay = curves.task(clock)
-    objective = make_objective(replay, curves.space(), curves.mode(kind), clock=clock)
+    objective = make_objective(replay, curves.space(), curves.mode(kind, strategy), clock=clock)
     if epoch_steps:
         inner = objective
         objective = lambda trial: inner(_EpochSteps(trial, replay))  # noqa: E731
@@ -502,6 +533,43 @@ def table(results: list[tuple[str, str, str, int, list[float], int, float]], kin
     return "\n".join(lines)
 
 
+def comparison(
+    results: list[tuple[str, str, str, int, list[float], int, float]], kind: str, task: str, ours: str, strategies: list[str]
+) -> str | None:
+    """Whether a difference of medians is more than the luck of the seeds: ``ours`` against each other
+    strategy, at each fraction, over all pairs of their runs.
+
+    A cell is ``A (p)``: A = P(ours has the lower regret) + P(tie) / 2 over every pair of a run of
+    ours and a run of theirs (0.5: no difference; below 0.5: theirs tends lower), and p the two-sided
+    Mann-Whitney U test's p-value of that ("not yet" counts as the highest regret). Bold: theirs
+    tends lower with p < 0.05.
+    """
+    from scipy.stats import mannwhitneyu
+
+    mine = [r[4] for r in results if r[:3] == (task, kind, ours)]
+    if not mine:
+        return None
+    n_mine = len(mine)
+    lines = [
+        f"| {ours} ({n_mine} runs) against | " + " | ".join(f"{int(f * 100)}%" for f in FRACTIONS) + " | runs |",
+        "|---" * (len(FRACTIONS) + 2) + "|",
+    ]
+    for s in strategies:
+        theirs = [r[4] for r in results if r[:3] == (task, kind, s)]
+        if s == ours or not theirs:
+            continue
+        cells = []
+        for i in range(len(FRACTIONS)):
+            a = [m[i] for m in mine]
+            b = [t[i] for t in theirs]
+            wins = sum((x < y) + 0.5 * (x == y) for x in a for y in b) / (len(a) * len(b))
+            p = 1.0 if all(x == a[0] for x in a + b) else float(mannwhitneyu(a, b).pvalue)
+            cell = f"{wins:.2f} ({p:.2f})"
+            cells.append(f"**{cell}**" if wins < 0.5 and p < 0.05 else cell)
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {len(theirs)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=[t for t in TASKS if (CURVES / f"{t}.jsonl").exists()])
@@ -516,7 +584,14 @@ def main(argv: list[str] | None = None) -> None:
         "--cached-only", action="store_true", help="print the tables from --cache without replaying missing runs"
     )
     args = parser.parse_args(argv)
-    jobs = [(t, k, s, seed) for t in args.tasks for k in args.modes for s in args.strategies for seed in range(args.seeds)]
+    jobs = [
+        (t, k, s, seed)
+        for t in args.tasks
+        for k in args.modes
+        for s in args.strategies
+        for seed in range(args.seeds)
+        if not (k == "budget" and s.endswith("without a limit"))  # the same as "bstune default" there
+    ]
     results = []
     if args.cache is not None and args.cache.exists():
         cached = {}
@@ -547,6 +622,18 @@ def main(argv: list[str] | None = None) -> None:
         for kind in args.modes:
             print(f"{'Time budget: accuracy points below the best' if kind == 'budget' else 'Target: time-to-target / best - 1'}\n")
             print(table(results, kind, [task], args.strategies) + "\n")
+    ours = "bstune default"
+    if ours in args.strategies and len(args.strategies) > 1:
+        print("\n### Is a difference of medians real? bstune default against each other strategy\n")
+        print("A cell is A (p): A = the chance that a run of bstune default ends with the lower regret than a")
+        print("run of the other strategy (ties count half; 0.5 = no difference, below 0.5 = the other tends")
+        print("lower), over every pair of their runs; p = two-sided Mann-Whitney U test. Bold: the other")
+        print("strategy tends lower with p < 0.05.\n")
+        for task in args.tasks:
+            for kind in args.modes:
+                t = comparison(results, kind, task, ours, args.strategies)
+                if t:
+                    print(f"{task}, {'time budget' if kind == 'budget' else 'target'}:\n\n{t}\n")
     if len(args.tasks) > 1:
         print(f"\n### All tasks ({', '.join(args.tasks)}), median over tasks and seeds\n")
         for kind in args.modes:
