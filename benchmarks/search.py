@@ -375,7 +375,11 @@ def build_study(strategy: str, curves: Curves, kind: str, seed: int) -> tuple[op
     if strategy == "tpe + median":
         return bstune.create_study(mode, space=space, sampler=tpe, pruner=optuna.pruners.MedianPruner()), True
     if strategy == "tpe + hyperband":
-        return bstune.create_study(mode, space=space, sampler=tpe, pruner=optuna.pruners.HyperbandPruner()), True
+        # Hyperband puts a trial in a bracket by a hash of the study's name and the trial's number:
+        # a fixed name makes the replay repeatable (Optuna's default name is random).
+        hyperband = optuna.pruners.HyperbandPruner()
+        name = f"{curves.name}-{kind}-hyperband-{seed}"
+        return bstune.create_study(mode, space=space, sampler=tpe, pruner=hyperband, study_name=name), True
     if strategy == "asha":
         return bstune.create_study(mode, space=space, sampler=tpe, pruner=ASHA(curves.budget)), False
     if strategy == "gp":
