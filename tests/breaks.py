@@ -8,11 +8,13 @@ named tests once per break); run it after changing a test that guards one of the
     python tests/breaks.py spaces     # the breaks whose name contains "spaces"
 
 It prints one line per break (caught or MISSED) and exits 1 if any was missed. It edits the
-working tree while it runs: commit nothing until it has finished.
+working tree while it runs: commit nothing until it has finished. Stopped by SIGTERM (``timeout``)
+or Ctrl-C, it puts the code back first.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -206,6 +208,8 @@ def caught(b: Break) -> bool:
 
 
 def main(argv: list[str]) -> int:
+    # Killed by `timeout` or a terminal's close: exit through the finally that puts the code back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     chosen = [b for b in BREAKS if not argv or any(a in b.name for a in argv)]
     missed = 0
     for b in chosen:
