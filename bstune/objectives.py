@@ -243,6 +243,5 @@ def mode_from_attrs(attrs: dict[str, Any]) -> Mode | None:
     if attrs.get("mode") == TimeBudget.kind:
         return TimeBudget(float(attrs["budget"]), **common)
     if attrs.get("mode") == Target.kind:
-        limit = attrs.get("limit")
-        return Target(float(attrs["target"]), **common, limit=None if limit is None else float(limit))
+        return Target(float(attrs["target"]), **common, limit=attrs.get("limit"))
     return None

@@ -43,8 +43,8 @@ BREAKS = [
     Break(
         "the pruners do not read a target study's limit",
         "bstune/pruners/_base.py",
-        '{"time_budget": "budget", "target": "limit"}',
-        '{"time_budget": "budget"}',
+        "    return None if mode is None else mode.trial_limit\n",
+        '    return None if mode is None or mode.kind == "target" else mode.trial_limit\n',
         ("tests/test_halving.py::test_a_target_study_with_a_limit_ranks_at_fractions_of_the_limit_from_the_start",),
     ),
     Break(

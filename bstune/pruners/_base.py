@@ -22,6 +22,8 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from bstune.objectives import mode_from_attrs
+
 __all__ = ["ExplainingPruner", "PruneReason"]
 
 #: Reasons kept for trials nobody asked about; the oldest go first.
@@ -166,14 +168,11 @@ def curve_column(trial: FrozenTrial, name: str) -> list[float]:
 def trial_limit(study: optuna.Study) -> float | None:
     """The most seconds a trial of a bstune study trains: the time budget, or a target study's
     ``limit``; ``None`` for a target study without one or a study bstune did not make."""
-    attrs = study.user_attrs
-    key = {"time_budget": "budget", "target": "limit"}.get(str(attrs.get("mode")))
-    if key is None or attrs.get(key) is None:
-        return None
     try:
-        return float(attrs[key])
-    except (TypeError, ValueError):
+        mode = mode_from_attrs(study.user_attrs)
+    except (KeyError, TypeError, ValueError):  # a study that only looks like bstune's
         return None
+    return None if mode is None else mode.trial_limit
 
 
 def planned_end(trial: FrozenTrial, budget: float | None) -> float | None:

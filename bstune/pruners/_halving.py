@@ -101,9 +101,9 @@ class AsyncHalvingPruner(ExplainingPruner):
 
     def max_t(self, study: optuna.Study) -> float | None:
         """The time the rungs are fractions of: the trial limit, else the longest completed trial's length."""
-        budget = trial_limit(study)
-        if budget is not None:
-            return budget
+        limit = trial_limit(study)
+        if limit is not None:
+            return limit
         seen, longest = self._longest.get(study.study_name, (set(), 0.0))
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.number not in seen and t.intermediate_values:
