@@ -2,8 +2,9 @@
 
 Not a test: it prints Markdown tables (committed with the command in ``RESULTS_trainer.md``).
 
-    python benchmarks/trainer.py                  # both parts, about 8 minutes on two cores
+    python benchmarks/trainer.py                  # all three parts, about 8 minutes on two cores
     python benchmarks/trainer.py --part step      # the training step only (about 2 minutes)
+    python benchmarks/trainer.py --part storage   # a storage write on SQLite (about 20 seconds)
     python benchmarks/trainer.py --part wall      # bstune optimize's wall time only
 
 Part 1, the step: the same MLP (64-128-128-10) on scikit-learn's digits, SGD with momentum 0.9,
@@ -12,7 +13,10 @@ seconds, evaluation excluded as bstune excludes it), a hand-written loop that sl
 permutation (what fast training loops do), and a ``DataLoader`` loop (what most tutorials do).
 Interleaved, best of ``--repeats`` runs of each; the ratios are throughput against the hand loop.
 
-Part 2, the wall: ``bstune optimize`` with default settings on ``examples/lstm.py`` (its names)
+Part 2, the storage: a running trial's writes (a report, then the curve attribute, as bstune's
+run makes them) on a SQLite file opened with Optuna's defaults and as bstune opens it.
+
+Part 3, the wall: ``bstune optimize`` with default settings on ``examples/lstm.py`` (its names)
 and on the sentence-polarity corpus (``../shared/data/sentence_polarity``), in a fresh folder. The
 wall time of the command against the sum of its trials' training seconds plus the one-off data load
 (timed here in-process, as ``data()`` runs in the command).
@@ -247,15 +251,54 @@ def part_wall() -> None:
         print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in split.values()) + " |")
 
 
+def _storage_ms(url: str, fast: bool) -> float:
+    """Milliseconds per storage write of a running trial (a report, then the curve attribute)."""
+    import optuna
+
+    from bstune.study import resolve_storage
+
+    storage = resolve_storage(url) if fast else optuna.storages.RDBStorage(url)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    curve = [0.5] * 50
+    t0 = time.perf_counter()
+    for i in range(100):
+        trial.report(0.5, i)
+        trial.set_user_attr("curve", curve)
+    return (time.perf_counter() - t0) / 200 * 1000
+
+
+def part_storage(repeats: int) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kinds = {"Optuna's SQLite defaults (rollback journal, full sync)": False,
+             "bstune's SQLite (write-ahead log, synchronous=NORMAL)": True}
+    ms: dict[str, list[float]] = {k: [] for k in kinds}
+    for rep in range(repeats):
+        for name, fast in kinds.items():
+            with tempfile.TemporaryDirectory() as d:
+                ms[name].append(_storage_ms(f"sqlite:///{d}/s.db", fast))
+    print(f"\n### A storage write on a SQLite file: ms per write, {repeats} runs of 200 writes, interleaved\n")
+    print("| storage | median ms | best ms |")
+    print("|---|---:|---:|")
+    for name, v in ms.items():
+        print(f"| {name} | {np.median(v):.2f} | {min(v):.2f} |")
+    a, b = (np.median(v) for v in ms.values())
+    print(f"\nbstune's against Optuna's defaults: {b / a:.2f}x the time per write (medians)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("step", "wall", "both"), default="both")
+    parser.add_argument("--part", choices=("step", "wall", "storage", "all"), default="all")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(json.dumps({"torch": torch.__version__, "cpus": os.cpu_count(), "load": os.getloadavg()[0]}))
-    if args.part in ("step", "both"):
+    if args.part in ("step", "all"):
         part_step(args.repeats)
-    if args.part in ("wall", "both"):
+    if args.part in ("storage", "all"):
+        part_storage(args.repeats)
+    if args.part in ("wall", "all"):
         part_wall()
 
 

@@ -307,6 +307,45 @@ def test_composes_with_optuna_pruners_and_names_them() -> None:
     assert any(t.state == TrialState.PRUNED for t in study2.trials)
 
 
+class _CountingStorage(optuna.storages.InMemoryStorage):
+    """In-memory storage that counts the reads a pruning decision makes (each is a query on RDB)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = {"trials": 0, "attrs": 0}
+
+    def get_all_trials(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.reads["trials"] += 1
+        return super().get_all_trials(*args, **kwargs)
+
+    def get_study_user_attrs(self, study_id: int):  # type: ignore[no-untyped-def]
+        self.reads["attrs"] += 1
+        return super().get_study_user_attrs(study_id)
+
+
+@pytest.mark.parametrize("mode", [bstune.TimeBudget(4.0), bstune.Target(0.9, limit=4.0)])
+def test_a_composite_pruner_reads_the_study_once_per_decision(mode: bstune.Mode) -> None:
+    storage = _CountingStorage()
+    pruner = default_pruner(mode)
+    study = create_study(mode, storage=storage, pruner=pruner)
+    for final in (0.5, 0.6, 0.7, 0.8):
+        _finished(study, _ramp(final, [500, 1000, 2000, 4000]))
+    t = study.ask()
+    for step, v in _ramp(0.1, [500, 1000, 1500]):
+        t.report(v, step)
+    frozen = study._storage.get_trial(t._trial_id)
+    storage.reads = {"trials": 0, "attrs": 0}
+    pruner.prune(study, frozen)
+    assert len(pruner.pruners) >= 3
+    assert storage.reads == {"trials": 1, "attrs": 1}
+    # Outside a decision every call reads again: nothing stale is kept between reports.
+    from bstune.pruners._base import study_attrs, trials
+
+    storage.reads = {"trials": 0, "attrs": 0}
+    trials(study, (TrialState.COMPLETE,)), trials(study, (TrialState.COMPLETE,)), study_attrs(study)
+    assert storage.reads == {"trials": 2, "attrs": 1}
+
+
 # ------------------------------------------------------------------ validation at the door
 
 

@@ -120,6 +120,20 @@ def test_passwords_never_show():
     assert "hunter2" not in str(info.value) and "***" in str(info.value)
 
 
+def test_sqlite_files_get_write_ahead_logging_and_memory_databases_keep_their_tables(tmp_path):
+    storage = resolve_storage(f"sqlite:///{tmp_path}/w.db")
+    mode = bstune.TimeBudget(2)
+    optimize(create_study(mode, storage=storage, study_name="w"), _synthetic_objective(mode), n_trials=2)
+    with storage.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    # Optuna alone opens the file as before, and sees the trials.
+    assert len(optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path}/w.db").trials) == 2
+    memory = resolve_storage("sqlite:///:memory:")
+    optimize(create_study(mode, storage=memory, study_name="m"), _synthetic_objective(mode), n_trials=2)
+    assert len(optuna.load_study(study_name="m", storage=memory).trials) == 2
+
+
 def test_journal_storage(tmp_path):
     mode = bstune.TimeBudget(2)
     study = create_study(mode, storage=f"journal:{tmp_path}/j.log", study_name="j")

@@ -29,6 +29,10 @@ __all__ = ["ExplainingPruner", "PruneReason"]
 #: Reasons kept for trials nobody asked about; the oldest go first.
 _MAX_REASONS = 4096
 
+#: What one pruning decision read from the study (this thread's): every storage read is a query on
+#: RDB storage, and a composite pruner's members would otherwise each repeat it.
+_decision = threading.local()
+
 
 class PruneReason(NamedTuple):
     """Why a trial was pruned: which pruner, in words, and the stop reason it means.
@@ -63,7 +67,14 @@ class ExplainingPruner(BasePruner):
         self._lock = threading.Lock()
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        reason = self._decide(study, trial)
+        outer = getattr(_decision, "study", None) is None
+        if outer:  # the study as read once for this decision, shared by the member pruners
+            _decision.study, _decision.trials, _decision.attrs = study, None, None
+        try:
+            reason = self._decide(study, trial)
+        finally:
+            if outer:
+                _decision.study = _decision.trials = _decision.attrs = None
         if reason is None:
             return False
         with self._lock:
@@ -140,18 +151,32 @@ def finished_curve(
     return curve
 
 
+def trials(study: optuna.Study, states: Sequence[TrialState]) -> list[FrozenTrial]:
+    """``study.get_trials(deepcopy=False, states=states)``, read once per pruning decision."""
+    if getattr(_decision, "study", None) is not study:  # outside a decision, or another study
+        return study.get_trials(deepcopy=False, states=tuple(states))
+    if _decision.trials is None:
+        _decision.trials = study.get_trials(deepcopy=False)
+    return [t for t in _decision.trials if t.state in states]
+
+
+def study_attrs(study: optuna.Study) -> dict[str, Any]:
+    """``study.user_attrs``, read once per pruning decision."""
+    if getattr(_decision, "study", None) is not study:
+        return study.user_attrs
+    if _decision.attrs is None:
+        _decision.attrs = study.user_attrs
+    return _decision.attrs
+
+
 def others(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
     """The study's other trials that reported something (finished, pruned or still running)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=states)
-        if t.number != trial.number and t.intermediate_values
-    ]
+    return [t for t in trials(study, states) if t.number != trial.number and t.intermediate_values]
 
 
 def n_complete(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return len(trials(study, (TrialState.COMPLETE,)))
 
 
 def curve_column(trial: FrozenTrial, name: str) -> list[float]:
@@ -169,7 +194,7 @@ def trial_limit(study: optuna.Study) -> float | None:
     """The most seconds a trial of a bstune study trains: the time budget, or a target study's
     ``limit``; ``None`` for a target study without one or a study bstune did not make."""
     try:
-        mode = mode_from_attrs(study.user_attrs)
+        mode = mode_from_attrs(study_attrs(study))
     except (KeyError, TypeError, ValueError):  # a study that only looks like bstune's
         return None
     return None if mode is None else mode.trial_limit

@@ -16,7 +16,9 @@ from bstune.pruners._base import (
     finished_curve,
     planned_end,
     points,
+    study_attrs,
     trial_limit,
+    trials,
     value_at,
 )
 
@@ -97,7 +99,7 @@ class GainBoundPruner(ExplainingPruner):
         if not pts:
             return None
         direction = study.direction
-        target_mode = study.user_attrs.get("mode") == "target"
+        target_mode = study_attrs(study).get("mode") == "target"
         if target_mode:
             direction = StudyDirection.MINIMIZE  # shortfalls, lower is better
         curve = best_so_far(pts, direction)
@@ -105,7 +107,7 @@ class GainBoundPruner(ExplainingPruner):
             return None
         done = [
             t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            for t in trials(study, (TrialState.COMPLETE,))
             if t.number != trial.number and t.intermediate_values
         ]
         if len(done) < self.n_min_trials:

@@ -19,6 +19,7 @@ from bstune.pruners._base import (
     others,
     points,
     trial_limit,
+    trials,
 )
 
 __all__ = ["AsyncHalvingPruner"]
@@ -105,7 +106,7 @@ class AsyncHalvingPruner(ExplainingPruner):
         if limit is not None:
             return limit
         seen, longest = self._longest.get(study.study_name, (set(), 0.0))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in trials(study, (TrialState.COMPLETE,)):
             if t.number not in seen and t.intermediate_values:
                 seen.add(t.number)
                 longest = max(longest, max(t.intermediate_values) / 1000.0)

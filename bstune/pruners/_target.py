@@ -8,7 +8,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune.errors import invalid
-from bstune.pruners._base import ExplainingPruner, PruneReason, best_so_far, planned_end, points, trial_limit
+from bstune.pruners._base import (
+    ExplainingPruner,
+    PruneReason,
+    best_so_far,
+    planned_end,
+    points,
+    trial_limit,
+    trials,
+)
 
 __all__ = ["TargetTimePruner"]
 
@@ -21,7 +29,7 @@ def _best_time_to_target(study: optuna.Study, seen: dict[int, float | None] | No
     """
     if seen is None:
         seen = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in trials(study, (TrialState.COMPLETE,)):
         if t.number in seen:
             continue
         reached = t.user_attrs.get("reached_target")
