@@ -6,6 +6,7 @@ Not a test: it prints Markdown tables (committed with the command in ``RESULTS_t
     python benchmarks/trainer.py --part step      # the training step only (about 2 minutes)
     python benchmarks/trainer.py --part storage   # a storage write on SQLite (about 20 seconds)
     python benchmarks/trainer.py --part wall      # bstune optimize's wall time only
+    python benchmarks/trainer.py --part wall --time-budget 30   # names only, longer trials
 
 Part 1, the step: the same MLP (64-128-128-10) on scikit-learn's digits, SGD with momentum 0.9,
 20 epochs, one torch thread, trained three ways: bstune's built-in ``Trainer`` (its training
@@ -198,15 +199,15 @@ def _data_load_s(options: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
-def part_wall() -> None:
+def part_wall(time_budget: float | None = None, corpora: bool = True) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         runs = [("examples/lstm.py (names)", {})]
-        tsv = _polarity_tsv(folder)
+        tsv = _polarity_tsv(folder) if corpora else None
         if tsv is not None:
             runs.append(("examples/lstm.py, sentence_polarity", {"corpus": str(tsv)}))
-        else:
+        elif corpora:
             print("sentence_polarity: ../shared/data/sentence_polarity is missing; skipped", file=sys.stderr)
         for i, (label, options) in enumerate(runs):
             load_s = _data_load_s(options)
@@ -215,6 +216,8 @@ def part_wall() -> None:
                    "--storage", f"sqlite:///{db}", "--study-name", "wall"]
             for k, v in options.items():
                 cmd += ["--task-option", f"{k}={v}"]
+            if time_budget is not None:
+                cmd += ["--time-budget", str(time_budget)]
             t0 = time.perf_counter()
             started = datetime.datetime.now()  # Optuna stamps trials with the local wall clock
             subprocess.run(cmd, check=True, cwd=folder, stdout=subprocess.DEVNULL)
@@ -275,7 +278,7 @@ def part_storage(repeats: int) -> None:
     kinds = {"Optuna's SQLite defaults (rollback journal, full sync)": False,
              "bstune's SQLite (write-ahead log, synchronous=NORMAL)": True}
     ms: dict[str, list[float]] = {k: [] for k in kinds}
-    for rep in range(repeats):
+    for _ in range(repeats):
         for name, fast in kinds.items():
             with tempfile.TemporaryDirectory() as d:
                 ms[name].append(_storage_ms(f"sqlite:///{d}/s.db", fast))
@@ -292,6 +295,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("step", "wall", "storage", "all"), default="all")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="wall part: this per-trial budget instead of the example's default, names only")
     args = parser.parse_args()
     print(json.dumps({"torch": torch.__version__, "cpus": os.cpu_count(), "load": os.getloadavg()[0]}))
     if args.part in ("step", "all"):
@@ -299,7 +304,7 @@ def main() -> None:
     if args.part in ("storage", "all"):
         part_storage(args.repeats)
     if args.part in ("wall", "all"):
-        part_wall()
+        part_wall(args.time_budget, corpora=args.time_budget is None)
 
 
 if __name__ == "__main__":
