@@ -200,7 +200,7 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     first_rung_fraction, reduction_factor, n_startup_trials, n_min_trials, peer_progress), ``ah``
     (add ``AsyncHalvingPruner`` with this reduction factor; ``ahmin``, ``ahr``: its n_min_trials and
     n_rungs; ``ahcap=1``: max_t the recorded budget; ``ahhit=1``: only once a trial has reached the
-    target), ``asha``
+    target; ``ahupto``: only for the study's first this many trials), ``asha``
     (add the ASHA baseline's rule with this reduction factor), ``slow`` (1/0), ``tt`` (1/0, the
     target-time pruner in target mode), ``sampler`` (tpe, tpe-uni, gp), ``startup`` (random
     start-up trials after the sweep), ``sweep`` (1/0, bstune's start-up sweep), ``sweepn`` (its
@@ -245,6 +245,8 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
             ah.max_t = lambda study: budget  # type: ignore[method-assign]
         if opts.get("ahhit") == "1":  # rank only once a trial has reached the target
             pruners.append(_AfterHit(ah))
+        elif "ahupto" in opts:  # rank only the study's first trials
+            pruners.append(_FirstTrials(ah, int(opts["ahupto"])))
         else:
             pruners.append(ah)
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
@@ -279,6 +281,16 @@ class _AfterHit(optuna.pruners.BasePruner):
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         )
         return hit and self.inner.prune(study, trial)
+
+
+class _FirstTrials(optuna.pruners.BasePruner):
+    """A pruner that acts only on the study's first ``n`` trials (by number)."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number < self.n and self.inner.prune(study, trial)
 
 
 class _EpochSweep(BatchSweep):

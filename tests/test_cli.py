@@ -138,6 +138,8 @@ def test_a_script_that_owns_its_loop(cli, tmp_path):
         "sqlite:///x.db",
         "--study-name",
         "s",
+        "--pruner",
+        "none",  # the default's halving rung may stop the second trial, behind the first at 0.125 s
     )
     assert code == 0, err
     trials = _load(tmp_path).trials
@@ -167,7 +169,9 @@ def test_tune_is_the_command_from_python(tmp_path, monkeypatch):
     console = Console(record=True, width=150)
     study = bstune.tune(BLOBS, time_budget=0.3, n_trials=2, storage="sqlite:///t.db", console=console)
     assert study.study_name == "mlp_blobs-budget-0.3s"  # named as the command names it
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    states = [t.state for t in study.trials]  # the default's halving rung may stop the second
+    assert states[0] == optuna.trial.TrialState.COMPLETE and len(states) == 2
+    assert states[1] in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     text = console.export_text()
     assert "[2/2]" in text and "Best configurations" in text
     with pytest.raises(bstune.BstuneError, match="--n-trials must be an integer of at least 1; got 0"):

@@ -223,7 +223,7 @@ def test_space_file_loads_and_drives_a_study(probed, task_path: Path, tmp_path: 
     out = CliRunner().invoke(
         app,
         ["optimize", str(task_path), "--space", str(path), "--n-trials", "3", "--time-budget", "0.3",
-         "--storage", f"sqlite:///{db}", "--device", "cpu"],
+         "--storage", f"sqlite:///{db}", "--device", "cpu", "--pruner", "none"],  # every trial to its end
     )
     assert out.exit_code == 0, out.output
     study = optuna.load_study(study_name="limited-budget-0.3s", storage=f"sqlite:///{db}")
