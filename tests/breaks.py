@@ -55,6 +55,20 @@ BREAKS = [
         ("tests/test_cli.py::test_target_with_a_time_budget_limits_each_trial_and_ranks_at_fractions_of_it",),
     ),
     Break(
+        "the time-budget default ranks at a sixteenth of the budget too (Ray Tune's two rungs)",
+        "bstune/pruners/_factory.py",
+        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))\n",
+        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=2))\n",
+        ("tests/test_pruners.py::test_make_pruner_default_follows_the_mode",),
+    ),
+    Break(
+        "the time-budget default does not rank",
+        "bstune/pruners/_factory.py",
+        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))\n",
+        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner())\n",
+        ("tests/test_pruners.py::test_default_ranking_keeps_the_best_recorded_configuration_after_a_random_start",),
+    ),
+    Break(
         "make_pruner returns NopPruner for every name but default",
         "bstune/pruners/_factory.py",
         '    if name == "default":\n        return default_pruner(mode)\n',
