@@ -586,6 +586,28 @@ def comparison(
     return "\n".join(lines)
 
 
+def finished_table(tasks: list[str], strategies: list[str], n_trials: int, seeds: int) -> str:
+    """What a small study keeps for the report: in the first ``n_trials`` trials of a time-budget
+    study, the finished trials, the distinct batch sizes among them and the training time in
+    per-trial budgets (medians over seeds)."""
+    rows = ["| task | strategy | finished | batch sizes finished | budgets spent |", "|---|---|---:|---:|---:|"]
+    for task in tasks:
+        curves = _load(task)
+        for strategy in strategies:
+            fin, sizes, spent = [], [], []
+            for seed in range(seeds):
+                study, _ = build_study(strategy, curves, "budget", seed)
+                clock = FakeClock()
+                objective = make_objective(curves.task(clock), curves.space(), curves.mode("budget", strategy), clock=clock)
+                study.optimize(objective, n_trials=n_trials)
+                done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+                fin.append(len(done))
+                sizes.append(len({t.user_attrs["batch_size"] for t in done}))
+                spent.append(sum(t.user_attrs["train_s"] for t in study.trials) / curves.budget)
+            rows.append(f"| {task} | {strategy} | {_median(fin):g} | {_median(sizes):g} | {_median(spent):.1f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=[t for t in TASKS if (CURVES / f"{t}.jsonl").exists()])
@@ -599,7 +621,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cached-only", action="store_true", help="print the tables from --cache without replaying missing runs"
     )
+    parser.add_argument(
+        "--finished", type=int, default=None, metavar="N",
+        help="only print, for the first N trials of a time-budget study, what finished (no regrets)",
+    )
     args = parser.parse_args(argv)
+    if args.finished is not None:
+        print(f"\n### The first {args.finished} trials of a time-budget study, medians over {args.seeds} seeds\n")
+        print(finished_table(args.tasks, args.strategies, args.finished, args.seeds))
+        return
     jobs = [
         (t, k, s, seed)
         for t in args.tasks
