@@ -200,7 +200,8 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     first_rung_fraction, reduction_factor, n_startup_trials, n_min_trials, peer_progress), ``ah``
     (add ``AsyncHalvingPruner`` with this reduction factor; ``ahmin``, ``ahr``: its n_min_trials and
     n_rungs; ``ahcap=1``: max_t the recorded budget; ``ahhit=1``: only once a trial has reached the
-    target; ``ahupto``: only for the study's first this many trials), ``asha``
+    target; ``ahupto``: only for the study's first this many trials; ``ahsweep=0``: not for the
+    start-up sweep's trials), ``asha``
     (add the ASHA baseline's rule with this reduction factor), ``slow`` (1/0), ``tt`` (1/0, the
     target-time pruner in target mode), ``sampler`` (tpe, tpe-uni, gp), ``startup`` (random
     start-up trials after the sweep), ``sweep`` (1/0, bstune's start-up sweep), ``sweepn`` (its
@@ -247,6 +248,8 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
             pruners.append(_AfterHit(ah))
         elif "ahupto" in opts:  # rank only the study's first trials
             pruners.append(_FirstTrials(ah, int(opts["ahupto"])))
+        elif opts.get("ahsweep") == "0":  # leave the start-up sweep's trials to train
+            pruners.append(_FirstTrials(ah, 0, after=len(batch_sweep(space, int(opts.get("sweepn", 8))))))
         else:
             pruners.append(ah)
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
@@ -284,13 +287,15 @@ class _AfterHit(optuna.pruners.BasePruner):
 
 
 class _FirstTrials(optuna.pruners.BasePruner):
-    """A pruner that acts only on the study's first ``n`` trials (by number)."""
+    """A pruner that acts only on the study's first ``n`` trials (by number); with ``after``, only
+    on the trials from number ``after`` on."""
 
-    def __init__(self, inner: optuna.pruners.BasePruner, n: int) -> None:
-        self.inner, self.n = inner, n
+    def __init__(self, inner: optuna.pruners.BasePruner, n: int, after: int | None = None) -> None:
+        self.inner, self.n, self.after = inner, n, after
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        return trial.number < self.n and self.inner.prune(study, trial)
+        wanted = trial.number >= self.after if self.after is not None else trial.number < self.n
+        return wanted and self.inner.prune(study, trial)
 
 
 class _EpochSweep(BatchSweep):

@@ -137,7 +137,8 @@ PrunerOption = Annotated[
     typer.Option(
         "--pruner",
         help="default (bstune's for the mode: divergence, slow or target-time, gain-bound, and one "
-        "async-halving rung at a quarter of the budget or of a target's --time-budget), none, "
+        "async-halving rung at a quarter of the budget, after the start-up sweep, or of a target's "
+        "--time-budget), none, "
         "divergence, gain-bound, time-aligned, async-halving, target-time, slow, or Optuna's median, "
         "successive-halving, hyperband.",
     ),

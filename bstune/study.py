@@ -270,6 +270,11 @@ class BatchSweep(optuna.samplers.BaseSampler):
         lo, hi = math.log(space.lr_low), math.log(space.lr_high)
         self.lr_values = [math.exp(lo + q * (hi - lo)) for q in spread_quantiles(len(self.values))]
 
+    @property
+    def n_sweep(self) -> int:
+        """How many trials the sweep places: trials number 0 to ``n_sweep - 1``."""
+        return len(self.values)
+
     def _fixed(self, trial: optuna.trial.FrozenTrial, param_name: str) -> float | None:
         if trial.number >= len(self.values):
             return None

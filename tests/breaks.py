@@ -57,16 +57,23 @@ BREAKS = [
     Break(
         "the time-budget default ranks at a sixteenth of the budget too (Ray Tune's two rungs)",
         "bstune/pruners/_factory.py",
-        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))\n",
-        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=2))\n",
+        "AsyncHalvingPruner(n_rungs=1, skip_sweep=True)",
+        "AsyncHalvingPruner(n_rungs=2, skip_sweep=True)",
         ("tests/test_pruners.py::test_make_pruner_default_follows_the_mode",),
     ),
     Break(
         "the time-budget default does not rank",
         "bstune/pruners/_factory.py",
-        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))\n",
-        "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner())\n",
+        "GainBoundPruner(), AsyncHalvingPruner(n_rungs=1, skip_sweep=True)\n",
+        "GainBoundPruner()\n",
         ("tests/test_pruners.py::test_default_ranking_keeps_the_best_recorded_configuration_after_a_random_start",),
+    ),
+    Break(
+        "the time-budget default ranks the start-up sweep's trials too",
+        "bstune/pruners/_factory.py",
+        "AsyncHalvingPruner(n_rungs=1, skip_sweep=True)",
+        "AsyncHalvingPruner(n_rungs=1, skip_sweep=False)",
+        ("tests/test_pruners.py::test_the_default_ranking_leaves_the_start_up_sweep_to_train",),
     ),
     Break(
         "make_pruner returns NopPruner for every name but default",

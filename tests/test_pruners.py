@@ -456,7 +456,8 @@ def test_make_pruner_default_follows_the_mode() -> None:
     ]
     assert [type(p).__name__ for p in target.pruners] == ["DivergencePruner", "TargetTimePruner", "GainBoundPruner"]
     halving = budget.pruners[-1]
-    assert (halving.reduction_factor, halving.n_rungs) == (4.0, 1)  # one rung, at a quarter of the budget
+    # one rung, at a quarter of the budget, after the start-up sweep
+    assert (halving.reduction_factor, halving.n_rungs, halving.skip_sweep) == (4.0, 1, True)
 
 
 @pytest.mark.parametrize(
@@ -1209,6 +1210,41 @@ def test_default_ranking_keeps_the_best_recorded_configuration_after_a_random_st
     for t in halved:
         assert "(rung " in t.user_attrs["stop_detail"] and "outside the top 25%" in t.user_attrs["stop_detail"]
         assert t.user_attrs["train_s"] < 0.5 * curves.budget
+
+
+@pytest.mark.parametrize("task", ["names", "polarity", "digits"])
+def test_the_default_ranking_leaves_the_start_up_sweep_to_train(task: str) -> None:
+    """The default sampler's sweep measures each batch size; the halving rung judges only the
+    trials after it (the sweep's values at the rung still count for them)."""
+    from bstune.testing import RecordedCurves
+
+    curves = RecordedCurves(_CURVES / f"{task}.jsonl")
+    space = curves.space()
+    mode = bstune.TimeBudget(curves.budget)
+    clock = FakeClock()
+    study = create_study(mode, space=space, pruner=default_pruner(mode), seed=0)
+    n_sweep = study.sampler.n_sweep
+    assert n_sweep == 7  # batch sizes 16 to 1024
+    study.optimize(make_objective(curves.task(clock), space, mode, clock=clock), n_trials=n_sweep + 12)
+    halved = [t.number for t in study.trials if "by AsyncHalvingPruner" in t.user_attrs.get("stop_detail", "")]
+    assert halved and min(halved) >= n_sweep, halved
+
+
+def test_async_halving_skips_sweep_trials_only_when_asked() -> None:
+    study = _study(AsyncHalvingPruner(n_rungs=1, skip_sweep=True))
+    study.set_user_attr("mode", "time_budget")
+    study.set_user_attr("budget", 4.0)
+    study.sampler.n_sweep = 2  # type: ignore[attr-defined]  # as bstune.study.BatchSweep says
+    _finished(study, [(500, 0.9), (1000, 0.95)])  # trial 0, far ahead at the 1 s rung
+    for number, expected in ((1, False), (2, True)):
+        t = study.ask()
+        assert t.number == number
+        t.report(0.1, 1100)
+        assert t.should_prune() is expected
+        study.tell(t, state=TrialState.FAIL)
+    assert "of the 1 trial that passed" in study.pruner.explain(study, 2).why
+    plain = AsyncHalvingPruner(n_rungs=1)
+    assert plain.skip_sweep is False
 
 
 def test_time_aligned_rungs_by_hand() -> None:

@@ -36,24 +36,27 @@ def default_pruner(mode: Mode) -> AnyPruner:
     """bstune's pruning for ``mode``: stop what cannot win, and rank once, at a quarter of the limit.
 
     * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`GainBoundPruner`,
-      :class:`AsyncHalvingPruner` with one rung, at a quarter of the budget.
+      :class:`AsyncHalvingPruner` with one rung, at a quarter of the budget, for the trials after
+      the start-up sweep (``skip_sweep=True``: the sweep's trials measure each batch size whole).
     * Target: :class:`DivergencePruner`, :class:`TargetTimePruner`, :class:`GainBoundPruner`,
       and with a per-trial ``limit`` also :class:`AsyncHalvingPruner` with one rung, at a quarter
-      of the limit.
+      of the limit (target studies have no sweep).
 
     Each rule is stated: a diverged trial, a pace that fits too few evaluations into the
     budget, a trial that has trained longer than the best time-to-target, a trial that even the
     largest gain a finished trial made from the same point of its schedule would leave behind, a
     trial outside the top quarter of what the trials before it had at a quarter of the limit (each
     trial is ranked there once). Ranking at several rungs stopped eventual winners on recorded
-    learning curves (``benchmarks/RESULTS_search.md``); one rung at a quarter, over 30 seeds on
-    three recorded tasks, left the best configuration found at half and all of the tuning budget
-    as good as or better than every baseline's (significantly better than without it on one task),
-    and cost a little at a tenth of the budget (not distinguishable from chance). It does stop
-    good configurations that start slowly when they are proposed after faster ones; the search
-    finds as good ones through the trials it saves. A second rung at a sixteenth (Ray Tune's
-    default) never found the fastest configuration of one task in a quarter of the runs (it starts
-    slowly); a target study without a limit has no quarter to rank at.
+    learning curves (``benchmarks/RESULTS_search.md``). One rung at a quarter after the sweep, over
+    30 seeds on three recorded tasks in time-budget studies, was as good as or better than the
+    default without it at every fraction of the tuning budget (better beyond chance on digits at
+    half and all of it), and left the best configuration found at half and all of the tuning
+    budget as good as or better than every baseline's. Ranking the sweep's trials too cost at a
+    tenth of the budget and left fewer batch sizes measured for the report. A rung judges a trial
+    against the trials before it, so a good configuration that starts slowly and comes after faster
+    ones can be stopped; the search found as good ones with the time it saved. A second rung at a
+    sixteenth (Ray Tune's default) never found the fastest configuration of one task in a quarter
+    of the target runs (it starts slowly); a target study without a limit has no quarter to rank at.
 
     Example:
         >>> from bstune import Target, TimeBudget
@@ -66,7 +69,9 @@ def default_pruner(mode: Mode) -> AnyPruner:
         if mode.limit is not None:
             return AnyPruner(DivergencePruner(), TargetTimePruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))
         return AnyPruner(DivergencePruner(), TargetTimePruner(), GainBoundPruner())
-    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))
+    return AnyPruner(
+        DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1, skip_sweep=True)
+    )
 
 
 def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:

@@ -52,13 +52,13 @@ class AsyncHalvingPruner(ExplainingPruner):
     has completed. (Not the median: once fast trials reach the target, it shrinks the rungs toward
     the fastest time-to-target.)
 
-    In :func:`bstune.default_pruner` of a time-budget study and of a target study with a limit,
-    with one rung (at a quarter of the budget or the limit). Measured on recorded learning curves
-    (``benchmarks/RESULTS_search.md``, 30 seeds): in target studies it found fast configurations
-    sooner on two tasks (an LSTM on names and on sentence polarity) and changed nothing on the
-    third (an MLP on digits); in time-budget studies the best configuration found at half and all
-    of the tuning budget was as good or better on all three (clearly better on digits), at a small
-    cost at a tenth. The second rung at a sixteenth stopped the fastest names configuration, a slow
+    In :func:`bstune.default_pruner` of a time-budget study (after the start-up sweep) and of a
+    target study with a limit, with one rung (at a quarter of the budget or the limit). Measured on
+    recorded learning curves (``benchmarks/RESULTS_search.md``, 30 seeds): in target studies it
+    found fast configurations sooner on two tasks (an LSTM on names and on sentence polarity) and
+    changed nothing on the third (an MLP on digits); in time-budget studies the best configuration
+    found was as good or better at every fraction of the tuning budget on all three (clearly better
+    on digits). The second rung at a sixteenth stopped the fastest names configuration, a slow
     starter, in a quarter of the target runs, and left budget studies on polarity and digits stuck
     short of the best. With the longest completed trial as ``max_t`` instead, it missed the fastest
     digits configuration (its trials reach the target in a few hundredths of a second, and rungs
@@ -73,6 +73,9 @@ class AsyncHalvingPruner(ExplainingPruner):
         reduction_factor: Keep the top ``1 / reduction_factor`` at each rung. Greater than 1.
         n_rungs: How many rungs below ``max_t``. At least 1.
         n_min_trials: Values needed at a rung before it stops anything. At least 1.
+        skip_sweep: Leave alone the trials of bstune's start-up sweep (the first trials of a study
+            whose sampler is :class:`bstune.study.BatchSweep`): they are there to measure each batch
+            size to its end. Their values at the rungs still count for the trials after them.
 
     Example:
         >>> import optuna
@@ -87,7 +90,9 @@ class AsyncHalvingPruner(ExplainingPruner):
         True
     """
 
-    def __init__(self, reduction_factor: float = 4.0, *, n_rungs: int = 2, n_min_trials: int = 1) -> None:
+    def __init__(
+        self, reduction_factor: float = 4.0, *, n_rungs: int = 2, n_min_trials: int = 1, skip_sweep: bool = False
+    ) -> None:
         super().__init__()
         owner = "AsyncHalvingPruner"
         rf = reduction_factor
@@ -96,9 +101,12 @@ class AsyncHalvingPruner(ExplainingPruner):
         for name, n in (("n_rungs", n_rungs), ("n_min_trials", n_min_trials)):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise invalid(name, owner, "an int in the range [1, inf)", n)
+        if not isinstance(skip_sweep, bool):
+            raise invalid("skip_sweep", owner, "a bool", skip_sweep)
         self.reduction_factor = float(rf)
         self.n_rungs = n_rungs
         self.n_min_trials = n_min_trials
+        self.skip_sweep = skip_sweep
         self._longest: dict[str, tuple[set[int], float]] = {}  # completed trials read, their longest time
         self._curves: dict[tuple[str, int], list[tuple[float, float]]] = {}  # finished trials do not change
 
@@ -116,6 +124,8 @@ class AsyncHalvingPruner(ExplainingPruner):
         return longest if seen else None
 
     def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+        if self.skip_sweep and trial.number < getattr(study.sampler, "n_sweep", 0):
+            return None  # placed by the start-up sweep (bstune.study.BatchSweep) to be measured whole
         pts = points(trial)
         if not pts:
             return None
@@ -149,6 +159,7 @@ class AsyncHalvingPruner(ExplainingPruner):
             keep = 100.0 / self.reduction_factor
             return self._reason(
                 f"at {t:.2f} s (rung {rung:.2f} s of {max_t:.2f} s) its best {mine:.4g} is outside the top "
-                f"{keep:.0f}% of the {len(peers)} trials that passed the rung (cut-off {cutoff:.4g})"
+                f"{keep:.0f}% of the {len(peers)} trial{'' if len(peers) == 1 else 's'} that passed the rung "
+                f"(cut-off {cutoff:.4g})"
             )
         return None
