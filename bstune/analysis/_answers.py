@@ -172,13 +172,17 @@ def _lr_scaling(r: Report) -> Answer:
             f"batch size is fitted from at least {MIN_BATCH_SIZES_FOR_SCALING}.",
             "Batch-size effects",
         )
-    finished = {b.batch_size: b.n_finished for b in r.batch_sizes}
-    if all(finished.get(b, 0) < 2 for b in fit.batch_sizes):
+    # Learning rates tried to the end per batch size (confirmation runs repeat a rate: they count once).
+    rates: dict[int, set[float]] = {}
+    for t in r.trials:
+        if t.state == "complete" and t.batch_size is not None and t.learning_rate is not None:
+            rates.setdefault(t.batch_size, set()).add(round(t.learning_rate, 12))
+    if all(len(rates.get(b, ())) < 2 for b in fit.batch_sizes):
         return Answer(
             q,
-            f"Not enough evidence: each of the {n} batch sizes has one finished trial, so its best learning rate "
-            f"is the only one tried there; the fitted exponent ({fit.exponent:.2f}) describes the search, not "
-            "the model. Trials at two or more learning rates per batch size would tell.",
+            f"Not enough evidence: each of the {n} batch sizes has one learning rate among its finished trials, "
+            f"so its best learning rate is the only one tried there; the fitted exponent ({fit.exponent:.2f}) "
+            "describes the search, not the model. Trials at two or more learning rates per batch size would tell.",
             "Batch-size effects",
         )
     half = _t975(len(fit.batch_sizes) - 2) * fit.stderr
