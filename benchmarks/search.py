@@ -247,9 +247,9 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
         if opts.get("ahhit") == "1":  # rank only once a trial has reached the target
             pruners.append(_AfterHit(ah))
         elif "ahupto" in opts:  # rank only the study's first trials
-            pruners.append(_FirstTrials(ah, int(opts["ahupto"])))
+            pruners.append(_TrialRange(ah, stop=int(opts["ahupto"])))
         elif opts.get("ahsweep") == "0":  # leave the start-up sweep's trials to train
-            pruners.append(_FirstTrials(ah, 0, after=len(batch_sweep(space, int(opts.get("sweepn", 8))))))
+            pruners.append(_TrialRange(ah, start=len(batch_sweep(space, int(opts.get("sweepn", 8))))))
         else:
             pruners.append(ah)
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
@@ -286,16 +286,15 @@ class _AfterHit(optuna.pruners.BasePruner):
         return hit and self.inner.prune(study, trial)
 
 
-class _FirstTrials(optuna.pruners.BasePruner):
-    """A pruner that acts only on the study's first ``n`` trials (by number); with ``after``, only
-    on the trials from number ``after`` on."""
+class _TrialRange(optuna.pruners.BasePruner):
+    """A pruner that acts only on the trials numbered ``start`` to ``stop - 1``."""
 
-    def __init__(self, inner: optuna.pruners.BasePruner, n: int, after: int | None = None) -> None:
-        self.inner, self.n, self.after = inner, n, after
+    def __init__(self, inner: optuna.pruners.BasePruner, start: int = 0, stop: int | None = None) -> None:
+        self.inner, self.start, self.stop = inner, start, stop
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        wanted = trial.number >= self.after if self.after is not None else trial.number < self.n
-        return wanted and self.inner.prune(study, trial)
+        inside = self.start <= trial.number and (self.stop is None or trial.number < self.stop)
+        return inside and self.inner.prune(study, trial)
 
 
 class _EpochSweep(BatchSweep):
