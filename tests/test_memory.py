@@ -99,3 +99,66 @@ def test_accumulation_plan() -> None:
     assert accumulation_plan(64, 64) == (64, 1)
     with pytest.raises(InvalidParameterError, match="'batch_size' parameter of accumulation_plan"):
         accumulation_plan(0, 8)
+
+
+_WIDE_TASK = """
+import numpy as np
+from torch import nn
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16384, 64)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    return x[:12288], y[:12288], x[12288:], y[12288:]
+
+
+def model(hp):
+    # 65,536 hidden units: about 0.5 MiB of activations per sample, so batch 8192 needs several GiB.
+    return nn.Sequential(nn.Linear(64, 65536), nn.ReLU(), nn.Linear(65536, 2))
+"""
+
+
+@pytest.mark.gpu
+def test_a_real_cuda_out_of_memory_is_recorded_and_the_study_goes_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from optuna.trial import TrialState
+
+    import bstune
+    from bstune.task import load_task
+    from bstune.train import Trainer
+
+    script = tmp_path / "wide.py"
+    script.write_text(_WIDE_TASK)
+    task = load_task(script, {})
+    space = bstune.SearchSpace.from_dict(
+        {
+            "name": "wide",
+            "batch_size": {"low": 256, "high": 8192, "powers_of_two": True},
+            "learning_rate": {"low": 1e-3, "high": 1e-2},
+            "epochs": {"low": 1, "high": 1},
+        }
+    )
+    mode = bstune.TimeBudget(1.0)
+    study = bstune.create_study(mode, space=space, storage=f"sqlite:///{tmp_path / 'oom.db'}", seed=0)
+    for log2 in (13, 8, 13):  # too large; fits; too large again
+        study.enqueue_trial({"log2_batch_size": log2, "learning_rate": 3e-3, "epochs": 1})
+    objective = bstune.make_objective(task, space, mode, trainer=Trainer(task, device="cuda", seed=0))
+    # The allocator's own limit: a real torch.OutOfMemoryError at 1 GiB, whatever the card holds.
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(2**30 / total)
+    try:
+        bstune.optimize(study, objective, n_trials=3)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    big, small, again = study.trials
+    assert big.state == TrialState.PRUNED and big.user_attrs["stop_reason"] == "oom", big.user_attrs
+    assert "out of memory" in big.user_attrs["stop_detail"].lower(), big.user_attrs["stop_detail"]
+    assert big.constraints["out_of_memory"] == 1.0
+    # The memory of the failed trial was given back: the small batch trains within the limit.
+    assert small.state == TrialState.COMPLETE, small.user_attrs
+    assert 0 < small.user_attrs["peak_memory_bytes"] < 2**30
+    # The same batch and model are not tried again.
+    assert again.user_attrs["stop_detail"].startswith("not trained: batch 8192"), again.user_attrs

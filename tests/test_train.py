@@ -42,10 +42,10 @@ def task(tmp_path):
     return load_task(f)
 
 
-def _train(task, hp, **kw):
+def _train(task, hp, device="cpu", **kw):
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
-    trainer = Trainer(task, device="cpu", **kw)
+    trainer = Trainer(task, device=device, **kw)
     with Run(
         trial, TimeBudget(1e6), hp, clock=FakeClock(), micro_batch_size=trainer.micro_batch_for(hp.batch_size)
     ) as run:
@@ -293,8 +293,10 @@ def test_default_optimizer_is_fused_on_cuda_only(task):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 def test_default_optimizer_is_fused_on_a_gpu(task):
-    _run, frozen = _train(task, hp(epochs=1))
-    assert frozen.user_attrs["fused_optimizer"] is True
+    _run, frozen = _train(task, hp(epochs=1), device="cuda")
+    assert frozen.user_attrs["fused_optimizer"] is True and frozen.user_attrs["amp"] == "bf16"
+    _run, frozen = _train(task, hp(epochs=1), device="cuda", amp=False)
+    assert frozen.user_attrs["fused_optimizer"] is True and frozen.user_attrs["amp"] == "off"
 
 
 @pytest.mark.slow
