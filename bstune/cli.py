@@ -132,6 +132,15 @@ CompileOption = Annotated[
         help="Run the model through torch.compile (built-in trainer); compile time counts as overhead, not training.",
     ),
 ]
+AmpOption = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--amp/--no-amp",
+        help="bf16 autocast in the built-in trainer's forward passes. Default: on for CUDA, off on the CPU. "
+        "Small recurrent models can train faster without it (benchmarks/RESULTS_trainer.md); each trial records it.",
+        show_default=False,
+    ),
+]
 PrunerOption = Annotated[
     str,
     typer.Option(
@@ -200,6 +209,7 @@ def optimize(
     micro_batch_size: MicroBatchOption = None,
     seed: SeedOption = 0,
     compile_model: CompileOption = False,
+    amp: AmpOption = None,
     pruner: PrunerOption = "default",
     task_option: TaskOptions = None,
     artifact_dir: ArtifactDirOption = None,
@@ -222,7 +232,7 @@ def optimize(
     tune(
         script, time_budget=time_budget, target=target, space=space, n_trials=n_trials, timeout=timeout,
         storage=storage, study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size,
-        seed=seed, compile=compile_model, pruner=pruner, task_options=_parse_options(task_option or []),
+        seed=seed, compile=compile_model, amp=amp, pruner=pruner, task_options=_parse_options(task_option or []),
         artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
         heartbeat_interval=heartbeat_interval, probe=probe_first, confirm=confirm, confirm_top=confirm_top,
         debug=debug,

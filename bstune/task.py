@@ -7,7 +7,8 @@ A task script is a Python file that defines either
 * ``train(hp, run)``: the script owns the loop and reports through the :class:`~bstune.Run`.
 
 It may also define ``DEFAULTS``, a dict of defaults for ``bstune optimize`` (``space``,
-``time_budget``, ``target``, ``n_trials``, ``metric_name``, ``metric_direction``), so that the bare
+``time_budget``, ``target``, ``n_trials``, ``metric_name``, ``metric_direction``, and ``amp``:
+``False`` trains in float32 on CUDA too, for models that bf16 autocast slows down), so that the bare
 command does something sensible for that task. Options given with ``--task-option KEY=VALUE`` are
 passed to ``data(**options)`` (or ``train``'s script through :attr:`Task.options`).
 
@@ -29,7 +30,7 @@ from bstune.errors import TaskError
 
 __all__ = ["Task", "load_task"]
 
-_DEFAULT_KEYS = {"space", "time_budget", "target", "n_trials", "metric_name", "metric_direction"}
+_DEFAULT_KEYS = {"space", "time_budget", "target", "n_trials", "metric_name", "metric_direction", "amp"}
 
 
 @dataclass
@@ -94,6 +95,8 @@ def load_task(path: str | Path, options: dict[str, str] | None = None) -> Task:
         raise TaskError(
             f"task script {str(path)!r}: DEFAULTS has unknown keys {sorted(unknown)} (known: {sorted(_DEFAULT_KEYS)})"
         )
+    if not isinstance(task.defaults.get("amp", False), bool):
+        raise TaskError(f"task script {str(path)!r}: DEFAULTS['amp'] must be True or False; got {task.defaults['amp']!r}")
     if options and has_data and not has_train:
         params = inspect.signature(task.get("data")).parameters  # type: ignore[arg-type]
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

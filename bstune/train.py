@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bstune.errors import TaskError, invalid
+from bstune.errors import BstuneError, TaskError, invalid
 from bstune.memory import record_peak_memory, reset_peak_memory
 from bstune.run import Run
 from bstune.space import Hyperparams
@@ -132,7 +132,8 @@ class Trainer:
         micro_batch_size: The largest batch to put through the model at once; larger effective
             batches accumulate gradients. ``None`` means no limit.
         evals_per_epoch: The most evaluations per epoch.
-        amp: bf16 autocast; ``None`` means on for CUDA, off for the CPU.
+        amp: bf16 autocast of the forward passes (CUDA only); ``None`` means on for CUDA, off for
+            the CPU. Each trial records it as ``amp`` (``bf16`` or ``off``).
         eval_share: The most evaluation may cost, as a share of training time: after each
             evaluation the next waits until training has run ``cost / eval_share`` seconds.
         compile: Run the model through ``torch.compile``; the compilation (a warm-up on one
@@ -162,7 +163,9 @@ class Trainer:
         self.seed = seed
         self.micro_batch_size = micro_batch_size
         self.evals_per_epoch = evals_per_epoch
-        self.amp = self.device.type == "cuda" if amp is None else amp
+        if amp and self.device.type != "cuda":
+            raise BstuneError(f"bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; this trainer runs on {self.device}")
+        self.amp = self.device.type == "cuda" if amp is None else bool(amp)
         self.eval_share = float(eval_share)
         self.compile = bool(compile)
         self._data: TaskData | None = None

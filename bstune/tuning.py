@@ -126,6 +126,7 @@ def tune(
     micro_batch_size: int | None = None,
     seed: int = 0,
     compile: bool = False,
+    amp: bool | None = None,
     pruner: str = "default",
     task_options: Mapping[str, str] | None = None,
     artifact_dir: str | Path | None = None,
@@ -144,7 +145,8 @@ def tune(
     with progress printed on ``console``, and the report is printed and stored on the study at the
     end, also when the search stops early (Ctrl-C, too many failures). Each argument is the
     ``bstune optimize`` option of the same name (see ``bstune optimize --help``); ``probe`` is
-    ``--probe``, ``compile`` is ``--compile``.
+    ``--probe``, ``compile`` is ``--compile``, ``amp`` is ``--amp``/``--no-amp`` (``None``: bf16
+    autocast on CUDA, off on the CPU).
 
     Returns:
         The study.
@@ -165,6 +167,10 @@ def tune(
     task = load_task(script, dict(task_options or {}))
     if compile and task.owns_loop:
         raise BstuneError(f"--compile: {str(script)!r} defines train(hp, run) and owns its loop; compile the model there instead")
+    if amp is not None and task.owns_loop:
+        raise BstuneError(f"--amp/--no-amp: {str(script)!r} defines train(hp, run) and owns its loop; set its precision there instead")
+    if amp is None and task.defaults.get("amp") is False:
+        amp = False  # the script's DEFAULTS: float32 on CUDA too (True is the default on CUDA already)
     mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)
     from bstune.objectives import Target
 
@@ -177,6 +183,7 @@ def tune(
         "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
         "storage": storage, "study_name": study_name, "seed": seed, "micro_batch_size": micro_batch_size,
         "heartbeat_interval": heartbeat_interval, "debug": debug, "pruner": pruner, "compile": compile,
+        "amp": amp,
     }
     job = _open(task, mode, spec, space=space, n_trials=n_trials, device=device, probe=probe, plans=plans,
                 console=console if console is not None else _default_console())
@@ -226,7 +233,8 @@ def _open(
     trainer = None
     if not task.owns_loop and plans is None:
         trainer = _loaded_trainer(console, task, device=device, seed=spec["seed"],
-                                  micro_batch_size=spec["micro_batch_size"], compile=spec["compile"])
+                                  micro_batch_size=spec["micro_batch_size"], compile=spec["compile"],
+                                  amp=spec["amp"])
     storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"])
     study = create_study(mode, space=the_space, storage=storage, study_name=spec["study_name"], seed=spec["seed"],
                          pruner=make_pruner(spec["pruner"], mode))

@@ -33,6 +33,9 @@ FILES = {
     "empty.py": "X = 1\n",
     "defaults.py": "DEFAULTS = {'budget': 5}\n\n\ndef train(hp, run):\n    pass\n",
     "own_loop.py": "def train(hp, run):\n    pass\n",
+    "amp_yes.py": "DEFAULTS = {'amp': 'yes'}\n\n\ndef train(hp, run):\n    pass\n",
+    "tiny.py": "import torch\n\n\ndef data():\n    x = torch.zeros(8, 2)\n    y = torch.zeros(8, dtype=torch.long)\n"
+               "    return x, y, x, y\n\n\ndef model(hp):\n    return torch.nn.Linear(2, 2)\n",
 }
 
 E = "bstune: error: "
@@ -53,6 +56,10 @@ ROWS = [
      E + "--micro-batch-size must be an integer of at least 1; got 0"),
     ("option: --compile with the script's own loop", "task.py --compile", 1,
      E + "--compile: 'task.py' defines train(hp, run) and owns its loop; compile the model there instead"),
+    ("option: --no-amp with the script's own loop", "task.py --no-amp", 1,
+     E + "--amp/--no-amp: 'task.py' defines train(hp, run) and owns its loop; set its precision there instead"),
+    ("option: --amp on the CPU", "tiny.py --amp --device cpu", 1,
+     E + "bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; this trainer runs on cpu"),
     ("option: zero workers", "task.py --workers 0", 1, E + "--workers must be an integer of at least 1; got 0"),
     ("option: one GPU for two workers", "task.py --workers 2 --device cuda:0", 1,
      E + "--device cuda:0 names one GPU, and two trials never share one; "
@@ -89,7 +96,9 @@ ROWS = [
      E + "task script 'empty.py': defines neither data() and model(hp) nor train(hp, run)"),
     ("script: unknown DEFAULTS key", "defaults.py", 1,
      E + "task script 'defaults.py': DEFAULTS has unknown keys ['budget'] "
-     "(known: ['metric_direction', 'metric_name', 'n_trials', 'space', 'target', 'time_budget'])"),
+     "(known: ['amp', 'metric_direction', 'metric_name', 'n_trials', 'space', 'target', 'time_budget'])"),
+    ("script: DEFAULTS amp not a bool", "amp_yes.py", 1,
+     E + "task script 'amp_yes.py': DEFAULTS['amp'] must be True or False; got 'yes'"),
     ("storage: unknown kind", "task.py --storage redis://localhost/0", 1,
      E + "storage 'redis://localhost/0': unknown kind of storage; "
      "use sqlite:///FILE.db, postgresql://HOST/DB or journal:FILE.log"),

@@ -163,6 +163,7 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
             seed=int(spec["seed"]),
             micro_batch_size=spec.get("micro_batch_size"),
             compile=bool(spec.get("compile", False)),
+            amp=spec.get("amp"),
         )
         trainer.data()
     if "torch" in sys.modules:
