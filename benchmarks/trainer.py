@@ -7,6 +7,8 @@ Not a test: it prints Markdown tables (committed with the command in ``RESULTS_t
     python benchmarks/trainer.py --part storage   # a storage write on SQLite (about 20 seconds)
     python benchmarks/trainer.py --part wall      # bstune optimize's wall time only
     python benchmarks/trainer.py --part wall --time-budget 30   # names only, longer trials
+    python benchmarks/trainer.py --part fast      # the fast paths on the LSTM example (CUDA: fused, bf16, compile)
+    python benchmarks/trainer.py --part step --device cuda      # the step on a GPU, synchronised
 
 Part 1, the step: the same MLP (64-128-128-10) on scikit-learn's digits, SGD with momentum 0.9,
 20 epochs, one torch thread, trained three ways: bstune's built-in ``Trainer`` (its training
@@ -21,6 +23,16 @@ Part 3, the wall: ``bstune optimize`` with default settings on ``examples/lstm.p
 and on the sentence-polarity corpus (``../shared/data/sentence_polarity``), in a fresh folder. The
 wall time of the command against the sum of its trials' training seconds plus the one-off data load
 (timed here in-process, as ``data()`` runs in the command).
+
+Part 4, the fast paths: the built-in ``Trainer`` on ``examples/lstm.py`` (its names; hidden
+``--hidden``, 128 by default, embedding half of it, 2 epochs, batch 64 and 256) with its defaults against each fast path turned off or
+on: on CUDA the default fused AdamW against the per-tensor (``foreach``) one, bf16 autocast against
+float32, and ``compile=True`` (its compilation reported apart, as the overhead bstune counts it);
+on the CPU only the last. Training samples per second, best of ``--repeats``, interleaved.
+
+``--device cuda`` runs parts 1, 3 and 4 on the GPU: the hand-written loops keep their data on the
+device (the DataLoader loop moves each batch there, as tutorials do) and every timed region ends
+with ``torch.cuda.synchronize``.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +89,12 @@ def _task_module(folder: Path):  # type: ignore[no-untyped-def]
     return load_task(path)
 
 
-def run_trainer(task, batch: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def run_trainer(task, batch: int, device: str = "cpu") -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """The built-in Trainer: training seconds for EPOCHS epochs (evaluation excluded)."""
     import optuna
 
@@ -85,7 +103,7 @@ def run_trainer(task, batch: int) -> tuple[float, int]:  # type: ignore[no-untyp
     from bstune.train import Trainer
 
     hp = Hyperparams(batch_size=batch, learning_rate=LR, epochs=EPOCHS, base_learning_rate=LR)
-    trainer = Trainer(task, device="cpu", seed=0)
+    trainer = Trainer(task, device=device, seed=0, amp=False)  # float32, as the hand-written loops
     trainer.data()
     trial = optuna.trial.FixedTrial({}, number=0)
     with Run(trial, Target(2.0), hp) as run:  # a target no accuracy reaches: all epochs run
@@ -93,9 +111,10 @@ def run_trainer(task, batch: int) -> tuple[float, int]:  # type: ignore[no-untyp
     return run.train_seconds, run.samples_seen
 
 
-def _parts(seed: int) -> tuple[nn.Module, torch.optim.Optimizer]:
+def _parts(seed: int, device: str = "cpu") -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    model = model.to(device)
     return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
 
 
@@ -108,16 +127,17 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x[order][450:]), torch.from_numpy(y[order][450:])
 
 
-def run_slicing(batch: int) -> tuple[float, int]:
+def run_slicing(batch: int, device: str = "cpu") -> tuple[float, int]:
     """A hand-written loop: batches are slices of a permutation; no schedule, no checks."""
-    x, y = _digits()
-    model, opt = _parts(0)
+    x, y = (t.to(device) for t in _digits())
+    model, opt = _parts(0, device)
     loss_fn = nn.CrossEntropyLoss()
     n, seen = x.shape[0], 0
     model.train()
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(EPOCHS):
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=device)
         for i in range(0, n - batch + 1, batch):
             idx = perm[i : i + batch]
             opt.zero_grad(set_to_none=True)
@@ -125,31 +145,36 @@ def run_slicing(batch: int) -> tuple[float, int]:
             loss.backward()
             opt.step()
             seen += batch
+    _sync(device)
     return time.perf_counter() - t0, seen
 
 
-def run_dataloader(batch: int) -> tuple[float, int]:
-    """The tutorial loop: a DataLoader over a TensorDataset, shuffled, in the main process."""
+def run_dataloader(batch: int, device: str = "cpu") -> tuple[float, int]:
+    """The tutorial loop: a DataLoader over a TensorDataset, shuffled, in the main process; each
+    batch is moved to the device."""
     from torch.utils.data import DataLoader, TensorDataset
 
     x, y = _digits()
-    model, opt = _parts(0)
+    model, opt = _parts(0, device)
     loss_fn = nn.CrossEntropyLoss()
     loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True)
     seen = 0
     model.train()
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(EPOCHS):
         for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xb), yb)
             loss.backward()
             opt.step()
             seen += xb.shape[0]
+    _sync(device)
     return time.perf_counter() - t0, seen
 
 
-def part_step(repeats: int) -> None:
+def part_step(repeats: int, device: str = "cpu") -> None:
     torch.set_num_threads(1)
     batches = (16, 64, 256)
     loops = {"bstune Trainer": None, "hand-written slicing loop": run_slicing, "DataLoader loop": run_dataloader}
@@ -159,11 +184,12 @@ def part_step(repeats: int) -> None:
         for rep in range(repeats):
             for batch in batches:
                 for name, fn in loops.items():
-                    secs, seen = run_trainer(task, batch) if fn is None else fn(batch)
+                    secs, seen = run_trainer(task, batch, device) if fn is None else fn(batch, device)
                     rate = seen / secs
                     best[(name, batch)] = max(best.get((name, batch), 0.0), rate)
             print(f"  repeat {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
-    print(f"\n### The training step: samples per second, best of {repeats} (digits MLP, SGD, {EPOCHS} epochs, 1 thread)\n")
+    print(f"\n### The training step on {_device_name(device)}: samples per second, best of {repeats} "
+          f"(digits MLP, SGD, {EPOCHS} epochs, 1 thread)\n")
     print("| loop | " + " | ".join(f"batch {b}" for b in batches) + " |")
     print("|---" * (len(batches) + 1) + "|")
     for name in loops:
@@ -190,16 +216,23 @@ def _polarity_tsv(folder: Path) -> Path | None:
     return out
 
 
-def _data_load_s(options: dict[str, str]) -> float:
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "the CPU"
+
+
+def _data_load_s(options: dict[str, str], device: str = "cpu") -> float:
     from bstune.task import load_task
     from bstune.train import Trainer
 
     t0 = time.perf_counter()
-    Trainer(load_task(ROOT / "examples" / "lstm.py", options), device="cpu").data()
+    Trainer(load_task(ROOT / "examples" / "lstm.py", options), device=device).data()
+    _sync(device)
     return time.perf_counter() - t0
 
 
-def part_wall(time_budget: float | None = None, corpora: bool = True) -> None:
+def part_wall(time_budget: float | None = None, corpora: bool = True, device: str = "cpu") -> None:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
@@ -210,10 +243,12 @@ def part_wall(time_budget: float | None = None, corpora: bool = True) -> None:
         elif corpora:
             print("sentence_polarity: ../shared/data/sentence_polarity is missing; skipped", file=sys.stderr)
         for i, (label, options) in enumerate(runs):
-            load_s = _data_load_s(options)
+            load_s = _data_load_s(options, device)
             db = folder / f"w{i}.db"
             cmd = [sys.executable, "-m", "bstune", "optimize", str(ROOT / "examples" / "lstm.py"),
                    "--storage", f"sqlite:///{db}", "--study-name", "wall"]
+            if device != "cpu":
+                cmd += ["--device", device]
             for k, v in options.items():
                 cmd += ["--task-option", f"{k}={v}"]
             if time_budget is not None:
@@ -242,7 +277,7 @@ def part_wall(time_budget: float | None = None, corpora: bool = True) -> None:
             }
             rows.append((label, len(ua), wall, train, evals, over, load_s, split))
             print(f"  {label}: {wall:.1f} s", file=sys.stderr, flush=True)
-    print("\n### bstune optimize with default settings: wall time against training time\n")
+    print(f"\n### bstune optimize with default settings on {_device_name(device)}: wall time against training time\n")
     print("| run | trials | wall s | training s | evaluation s | one-off s (in trials) | data load s | wall / (training + data load) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, n, wall, train, evals, over, load_s, _ in rows:
@@ -291,20 +326,95 @@ def part_storage(repeats: int) -> None:
     print(f"\nbstune's against Optuna's defaults: {b / a:.2f}x the time per write (medians)")
 
 
+FAST_EPOCHS = 2
+
+
+def _fast_configs(device: str) -> dict[str, dict[str, Any]]:
+    """name -> Trainer settings; ``foreach`` swaps the default fused AdamW for the per-tensor one."""
+    if device.startswith("cuda"):
+        return {
+            "defaults (fused AdamW, bf16 autocast)": {},
+            "AdamW not fused (foreach)": {"foreach": True},
+            "float32 (no autocast)": {"amp": False},
+            "compile=True": {"compile": True},
+        }
+    return {"defaults (AdamW, float32)": {}, "compile=True": {"compile": True}}
+
+
+def run_fast(trainer, batch: int, settings: dict[str, Any], hidden: int) -> tuple[float, int, float, float, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """One run of the LSTM example: training seconds, samples, overhead seconds, accuracy, attrs."""
+    import optuna
+
+    import bstune.train as train_module
+    from bstune import Run, Target
+    from bstune.space import Hyperparams
+
+    hp = Hyperparams(batch_size=batch, learning_rate=3e-3, epochs=FAST_EPOCHS, base_learning_rate=3e-3,
+                     params={"hidden": hidden, "embedding": hidden // 2, "dropout": 0.1})
+    default_options = train_module.default_optimizer_options
+    trainer.amp = settings.get("amp", trainer.device.type == "cuda")
+    trainer.compile = settings.get("compile", False)
+    if settings.get("foreach"):
+        train_module.default_optimizer_options = lambda device: {"foreach": True}  # type: ignore[assignment]
+    try:
+        trial = optuna.trial.FixedTrial({}, number=0)
+        with Run(trial, Target(2.0), hp) as run:  # a target no accuracy reaches: both epochs run
+            trainer(hp, run)
+    finally:
+        train_module.default_optimizer_options = default_options  # type: ignore[assignment]
+    return run.train_seconds, run.samples_seen, run.overhead_seconds, run.curve[-1].metric, dict(run.extra_attrs)
+
+
+def part_fast(repeats: int, device: str = "cpu", hidden: int = 128) -> None:
+    from bstune.task import load_task
+    from bstune.train import Trainer
+
+    trainer = Trainer(load_task(ROOT / "examples" / "lstm.py", {}), device=device, seed=0)
+    trainer.data()
+    configs = _fast_configs(device)
+    batches = (64, 256)
+    best: dict[tuple[str, int], float] = {}
+    extra: dict[tuple[str, int], tuple[float, float, dict[str, Any]]] = {}
+    for rep in range(repeats):
+        for batch in batches:
+            for name, settings in configs.items():
+                secs, seen, over, acc, attrs = run_fast(trainer, batch, settings, hidden)
+                rate = seen / secs
+                if rate > best.get((name, batch), 0.0):
+                    best[(name, batch)] = rate
+                    extra[(name, batch)] = (over, acc, attrs)
+        print(f"  repeat {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
+    print(f"\n### The fast paths on {_device_name(device)}: training samples per second, best of {repeats} "
+          f"(examples/lstm.py names, hidden {hidden}, embedding {hidden // 2}, {FAST_EPOCHS} epochs)\n")
+    print("| settings | " + " | ".join(f"batch {b}" for b in batches) + " | one-off s (batch 64) | accuracy (batch 64) | recorded on the trial |")
+    print("|---" * (len(batches) + 4) + "|")
+    ref = next(iter(configs))
+    for name in configs:
+        cells = [f"{best[(name, b)]:,.0f} ({best[(name, b)] / best[(ref, b)]:.2f}x)" for b in batches]
+        over, acc, attrs = extra[(name, batches[0])]
+        rec = ", ".join(f"{k}={attrs.get(k)}" for k in ("fused_optimizer", "amp", "compiled"))
+        print(f"| {name} | " + " | ".join(cells) + f" | {over:.1f} | {acc:.4f} | {rec} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("step", "wall", "storage", "all"), default="all")
+    parser.add_argument("--part", choices=("step", "wall", "storage", "fast", "all"), default="all")
+    parser.add_argument("--hidden", type=int, default=128, help="fast part: the LSTM's width (embedding: half of it)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the step, wall and fast parts run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--time-budget", type=float, default=None,
                         help="wall part: this per-trial budget instead of the example's default, names only")
     args = parser.parse_args()
-    print(json.dumps({"torch": torch.__version__, "cpus": os.cpu_count(), "load": os.getloadavg()[0]}))
+    print(json.dumps({"torch": torch.__version__, "cpus": os.cpu_count(), "load": os.getloadavg()[0],
+                      "device": _device_name(args.device)}))
     if args.part in ("step", "all"):
-        part_step(args.repeats)
+        part_step(args.repeats, args.device)
     if args.part in ("storage", "all"):
         part_storage(args.repeats)
     if args.part in ("wall", "all"):
-        part_wall(args.time_budget, corpora=args.time_budget is None)
+        part_wall(args.time_budget, corpora=args.time_budget is None, device=args.device)
+    if args.part in ("fast", "all"):
+        part_fast(args.repeats, args.device, args.hidden)
 
 
 if __name__ == "__main__":
