@@ -35,7 +35,7 @@ part() {  # part NAME SECONDS COMMAND...
 }
 
 part gpu_tests 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests -rs
-part cuda_tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_memory.py tests/test_probe.py
+part cuda_tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_memory.py tests/test_probe.py
 part step 60 python3 benchmarks/trainer.py --part step --device cuda --repeats 5
 TAIL=10 part fast 120 python3 benchmarks/trainer.py --part fast --device cuda --repeats 2
 TAIL=10 part wide 120 python3 benchmarks/trainer.py --part fast --device cuda --repeats 2 --hidden 512
