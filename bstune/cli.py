@@ -252,6 +252,17 @@ def confirm_command(
     device: DeviceOption = "auto",
     micro_batch_size: MicroBatchOption = None,
     seed: Annotated[int, typer.Option("--seed", help="The seed the study was made with.")] = 0,
+    compile_model: Annotated[
+        Optional[bool],
+        typer.Option("--compile/--no-compile", show_default=False,
+                     help="torch.compile the model. Default: as the study's trials recorded it."),
+    ] = None,
+    amp: Annotated[
+        Optional[bool],
+        typer.Option("--amp/--no-amp", show_default=False,
+                     help="bf16 autocast on CUDA. Default: as the study's trials recorded it (float32 if they all "
+                     "trained without it), else the script's DEFAULTS, else on for CUDA."),
+    ] = None,
     task_option: TaskOptions = None,
     debug: DebugOption = False,
 ) -> None:
@@ -262,6 +273,7 @@ def confirm_command(
     bstune optimize SCRIPT --n-trials 0 --confirm SEEDS on the study's own mode.
     """
     from bstune.analysis import load_existing_study
+    from bstune.confirmation import trained_as
     from bstune.objectives import Target, mode_from_attrs
     from bstune.tuning import tune
 
@@ -271,11 +283,15 @@ def confirm_command(
     mode = mode_from_attrs(study.user_attrs)
     if mode is None:
         raise BstuneError(f"study {study.study_name!r} was not made by bstune; it has no mode to train in")
+    recorded = trained_as(study)
     tune(
         script, time_budget=mode.trial_limit, target=mode.target if isinstance(mode, Target) else None,
         space=space, n_trials=0, storage=storage, study_name=study.study_name, clock=mode.clock, device=device,
         micro_batch_size=micro_batch_size, seed=seed, task_options=_parse_options(task_option or []),
         confirm=seeds, confirm_top=top, debug=debug,
+        # Train as the study's trials trained, unless told otherwise: a confirmation measures the same thing.
+        compile=bool(compile_model if compile_model is not None else recorded["compile"]),
+        amp=amp if amp is not None else recorded["amp"],
     )
 
 

@@ -92,6 +92,27 @@ def confirm(
     return queued
 
 
+def trained_as(study: optuna.Study) -> dict[str, bool | None]:
+    """How the built-in trainer trained the study's completed trials, for confirmation runs to do
+    the same: ``compile`` when every one recorded ``compiled``, ``amp`` ``False`` when every one
+    recorded ``amp`` off (float32), else ``None`` (the trainer's default). A study with no completed
+    trial, or one whose script owns its loop (no such records), gives ``None`` for both.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={"compiled": True, "amp": "off"}))
+        >>> trained_as(study)
+        {'compile': True, 'amp': False}
+    """
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    compiled = [t.user_attrs.get("compiled") for t in done]
+    amps = [t.user_attrs.get("amp") for t in done]
+    return {
+        "compile": True if compiled and all(c is True for c in compiled) else None,
+        "amp": False if amps and all(a == "off" for a in amps) else None,
+    }
+
+
 def without_pruning(study: optuna.Study) -> optuna.Study:
     """The same study (same storage and sampler) with pruning off, for runs that must go to their end."""
     return optuna.load_study(

@@ -139,3 +139,20 @@ def test_confirmation_runs_are_never_pruned():
     runs = [t for t in study.get_trials() if CONFIRMS_ATTR in t.user_attrs]
     assert len(queued) == len(runs) == 4
     assert all(t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["stop_reason"] != "pruned" for t in runs)
+
+
+def test_confirm_trains_as_the_study_trained_unless_told_otherwise(cli, tmp_path):
+    args = ("--storage", "sqlite:///c.db", "--study-name", "s")
+    code, out, err = cli("optimize", BLOBS, "--n-trials", "2", "--time-budget", "0.3", "--pruner", "none",
+                         "--compile", "--no-amp", "--device", "cpu", *args)
+    assert code == 0, err + out
+    code, out, err = cli("confirm", BLOBS, "--seeds", "1", "--top", "1", "--device", "cpu", *args)
+    assert code == 0, err + out
+    study = optuna.load_study(study_name="s", storage="sqlite:///c.db")
+    (run,) = [t for t in study.trials if CONFIRMS_ATTR in t.user_attrs]
+    assert run.user_attrs["compiled"] is True and run.user_attrs["amp"] == "off"  # as the searched trials
+    code, out, err = cli("confirm", BLOBS, "--seeds", "2", "--top", "1", "--device", "cpu", "--no-compile", *args)
+    assert code == 0, err + out
+    study = optuna.load_study(study_name="s", storage="sqlite:///c.db")
+    runs = [t for t in study.trials if CONFIRMS_ATTR in t.user_attrs]
+    assert [t.user_attrs["compiled"] for t in runs] == [True, False]  # told otherwise
