@@ -247,12 +247,37 @@ def _open(
     resumed = f", resuming after {before} trials" if before else ""
     console.print(f"study {spec['study_name']!r} in {mask_url(spec['storage'])}: {what}, space {the_space.name!r}, "
                   f"{n_trials} trials{resumed}")
+    if before and trainer is not None:
+        _say_if_trained_otherwise(console, study, trainer)
     progress = _progress.Progress(console, mode, n_trials)
     objective = None
     if plans is None:
         objective = make_objective(task, the_space, mode, trainer=trainer, on_report=progress.on_report,
                                    micro_batch_size=spec["micro_batch_size"])
     return _Job(console, progress, study, plans, spec, objective, n_trials)
+
+
+def _say_if_trained_otherwise(console: Console, study: optuna.Study, trainer: Trainer) -> None:
+    """On resume: say so when the study's completed trials were compiled or ran in float32 and this
+    run's trainer differs, since their times and accuracies would not compare alike."""
+    import optuna
+
+    done = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    done = [u for u in done if "compiled" in u and "amp" in u]  # trained by the built-in trainer
+    if not done:
+        return
+    now_amp = "bf16" if trainer.amp and trainer.device.type == "cuda" else "off"
+    differ = []
+    if {u["compiled"] for u in done} == {not trainer.compile}:
+        differ.append("add --compile" if not trainer.compile else "drop --compile")
+    if {u["amp"] for u in done} == {"off" if now_amp == "bf16" else "bf16"}:
+        differ.append("add --no-amp" if now_amp == "bf16" else "add --amp")
+    if differ:
+        n = f"{len(done)} completed trial" + ("s" if len(done) != 1 else "")
+        console.print(f"note: the study's {n} trained "
+                      f"{'compiled' if done[0]['compiled'] else 'not compiled'}, amp {done[0]['amp']}; "
+                      f"this run trains {'compiled' if trainer.compile else 'not compiled'}, amp {now_amp} "
+                      f"(to measure alike, {' and '.join(differ)})")
 
 
 def _default_console() -> Console:

@@ -156,3 +156,17 @@ def test_confirm_trains_as_the_study_trained_unless_told_otherwise(cli, tmp_path
     study = optuna.load_study(study_name="s", storage="sqlite:///c.db")
     runs = [t for t in study.trials if CONFIRMS_ATTR in t.user_attrs]
     assert [t.user_attrs["compiled"] for t in runs] == [True, False]  # told otherwise
+
+
+def test_resuming_with_other_training_settings_says_so(cli, tmp_path):
+    args = ("--n-trials", "1", "--time-budget", "0.3", "--pruner", "none", "--device", "cpu",
+            "--storage", "sqlite:///c.db", "--study-name", "s")
+    code, out, err = cli("optimize", BLOBS, "--compile", *args)
+    assert code == 0, err + out
+    code, out, err = cli("optimize", BLOBS, *args)
+    assert code == 0, err + out
+    assert ("note: the study's 1 completed trial trained compiled, amp off; this run trains not compiled, "
+            "amp off (to measure alike, add --compile)") in " ".join(out.split())
+    code, out, err = cli("optimize", BLOBS, "--compile", *args)  # one trial each way now: no single way to match
+    assert code == 0, err + out
+    assert "note: the study's" not in out
