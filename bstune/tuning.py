@@ -145,8 +145,8 @@ def tune(
     with progress printed on ``console``, and the report is printed and stored on the study at the
     end, also when the search stops early (Ctrl-C, too many failures). Each argument is the
     ``bstune optimize`` option of the same name (see ``bstune optimize --help``); ``probe`` is
-    ``--probe``, ``compile`` is ``--compile``, ``amp`` is ``--amp``/``--no-amp`` (``None``: bf16
-    autocast on CUDA, off on the CPU).
+    ``--probe``, ``compile`` is ``--compile``, ``amp`` is ``--amp``/``--no-amp`` (``None``: the
+    script's ``DEFAULTS["amp"]``, else bf16 autocast on CUDA and off on the CPU).
 
     Returns:
         The study.
