@@ -241,15 +241,16 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
             )
         )
     if "ah" in opts:
-        ah = AsyncHalvingPruner(float(opts["ah"]), n_rungs=int(opts.get("ahr", 2)), n_min_trials=int(opts.get("ahmin", 1)))
+        ah = AsyncHalvingPruner(
+            float(opts["ah"]), n_rungs=int(opts.get("ahr", 2)), n_min_trials=int(opts.get("ahmin", 1)),
+            skip_sweep=opts.get("ahsweep") == "0",  # leave the start-up sweep's trials to train
+        )
         if opts.get("ahcap") == "1":  # max_t: the per-trial limit the curves were recorded under
             ah.max_t = lambda study: budget  # type: ignore[method-assign]
         if opts.get("ahhit") == "1":  # rank only once a trial has reached the target
             pruners.append(_AfterHit(ah))
         elif "ahupto" in opts:  # rank only the study's first trials
-            pruners.append(_TrialRange(ah, stop=int(opts["ahupto"])))
-        elif opts.get("ahsweep") == "0":  # leave the start-up sweep's trials to train
-            pruners.append(_TrialRange(ah, start=len(batch_sweep(space, int(opts.get("sweepn", 8))))))
+            pruners.append(_FirstTrials(ah, int(opts["ahupto"])))
         else:
             pruners.append(ah)
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
@@ -286,15 +287,14 @@ class _AfterHit(optuna.pruners.BasePruner):
         return hit and self.inner.prune(study, trial)
 
 
-class _TrialRange(optuna.pruners.BasePruner):
-    """A pruner that acts only on the trials numbered ``start`` to ``stop - 1``."""
+class _FirstTrials(optuna.pruners.BasePruner):
+    """A pruner that acts only on the study's first ``n`` trials."""
 
-    def __init__(self, inner: optuna.pruners.BasePruner, start: int = 0, stop: int | None = None) -> None:
-        self.inner, self.start, self.stop = inner, start, stop
+    def __init__(self, inner: optuna.pruners.BasePruner, n: int) -> None:
+        self.inner, self.n = inner, n
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-        inside = self.start <= trial.number and (self.stop is None or trial.number < self.stop)
-        return inside and self.inner.prune(study, trial)
+        return trial.number < self.n and self.inner.prune(study, trial)
 
 
 class _EpochSweep(BatchSweep):

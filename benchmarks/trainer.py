@@ -48,6 +48,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,22 +181,19 @@ def run_dataloader(batch: int, device: str = "cpu") -> tuple[float, int]:
 def part_step(repeats: int, device: str = "cpu") -> None:
     torch.set_num_threads(1)
     batches = (16, 64, 256)
-    loops: dict[str, Any] = {
-        "bstune Trainer": None,
-        "bstune Trainer, one evaluation an epoch": 1,
-        "hand-written slicing loop": run_slicing,
-        "DataLoader loop": run_dataloader,
-    }
     best: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory() as d:
         task = _task_module(Path(d))
+        loops: dict[str, Callable[[int, str], tuple[float, int]]] = {
+            "bstune Trainer": lambda b, dev: run_trainer(task, b, dev),
+            "bstune Trainer, one evaluation an epoch": lambda b, dev: run_trainer(task, b, dev, evals_per_epoch=1),
+            "hand-written slicing loop": run_slicing,
+            "DataLoader loop": run_dataloader,
+        }
         for rep in range(repeats):
             for batch in batches:
                 for name, fn in loops.items():
-                    if fn is None or isinstance(fn, int):  # the Trainer (at its default or this many evaluations)
-                        secs, seen = run_trainer(task, batch, device, fn or 4)
-                    else:
-                        secs, seen = fn(batch, device)
+                    secs, seen = fn(batch, device)
                     rate = seen / secs
                     best[(name, batch)] = max(best.get((name, batch), 0.0), rate)
             print(f"  repeat {rep + 1}/{repeats} done", file=sys.stderr, flush=True)

@@ -92,6 +92,14 @@ def confirm(
     return queued
 
 
+def recorded_settings(study: optuna.Study) -> tuple[int, set[Any], set[Any]]:
+    """Over the study's completed trials: how many, and the set of the ``compiled`` and of the
+    ``amp`` values the built-in trainer recorded on them (``None`` for a trial without a record: a
+    script that owns its loop)."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return len(done), {t.user_attrs.get("compiled") for t in done}, {t.user_attrs.get("amp") for t in done}
+
+
 def trained_as(study: optuna.Study) -> dict[str, bool | None]:
     """How the built-in trainer trained the study's completed trials, for confirmation runs to do
     the same: ``compile`` when every one recorded ``compiled``, ``amp`` ``False`` when every one
@@ -104,13 +112,8 @@ def trained_as(study: optuna.Study) -> dict[str, bool | None]:
         >>> trained_as(study)
         {'compile': True, 'amp': False}
     """
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    compiled = [t.user_attrs.get("compiled") for t in done]
-    amps = [t.user_attrs.get("amp") for t in done]
-    return {
-        "compile": True if compiled and all(c is True for c in compiled) else None,
-        "amp": False if amps and all(a == "off" for a in amps) else None,
-    }
+    _n, compiled, amps = recorded_settings(study)
+    return {"compile": True if compiled == {True} else None, "amp": False if amps == {"off"} else None}
 
 
 def without_pruning(study: optuna.Study) -> optuna.Study:

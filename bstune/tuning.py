@@ -260,24 +260,23 @@ def _open(
 def _say_if_trained_otherwise(console: Console, study: optuna.Study, trainer: Trainer) -> None:
     """On resume: say so when the study's completed trials were compiled or ran in float32 and this
     run's trainer differs, since their times and accuracies would not compare alike."""
-    import optuna
+    from bstune.confirmation import recorded_settings
 
-    done = [t.user_attrs for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    done = [u for u in done if "compiled" in u and "amp" in u]  # trained by the built-in trainer
-    if not done:
-        return
+    n, compiled, amps = recorded_settings(study)
+    if not n or len(compiled) != 1 or len(amps) != 1 or None in compiled | amps:
+        return  # nothing trained by the built-in trainer yet, or trials trained more than one way
+    (was_compiled,), (was_amp,) = compiled, amps
     now_amp = "bf16" if trainer.amp and trainer.device.type == "cuda" else "off"
     differ = []
-    if {u["compiled"] for u in done} == {not trainer.compile}:
-        differ.append("add --compile" if not trainer.compile else "drop --compile")
-    if {u["amp"] for u in done} == {"off" if now_amp == "bf16" else "bf16"}:
-        differ.append("add --no-amp" if now_amp == "bf16" else "add --amp")
+    if was_compiled != trainer.compile:
+        differ.append("add --compile" if was_compiled else "drop --compile")
+    if was_amp != now_amp:
+        differ.append("add --amp" if was_amp == "bf16" else "add --no-amp")
     if differ:
-        n = f"{len(done)} completed trial" + ("s" if len(done) != 1 else "")
-        console.print(f"note: the study's {n} trained "
-                      f"{'compiled' if done[0]['compiled'] else 'not compiled'}, amp {done[0]['amp']}; "
-                      f"this run trains {'compiled' if trainer.compile else 'not compiled'}, amp {now_amp} "
-                      f"(to measure alike, {' and '.join(differ)})")
+        trials = f"{n} completed trial" + ("s" if n != 1 else "")
+        console.print(f"note: the study's {trials} trained {'compiled' if was_compiled else 'not compiled'}, "
+                      f"amp {was_amp}; this run trains {'compiled' if trainer.compile else 'not compiled'}, "
+                      f"amp {now_amp} (to measure alike, {' and '.join(differ)})")
 
 
 def _default_console() -> Console:
