@@ -169,6 +169,9 @@ def tune(
         raise BstuneError(f"--compile: {str(script)!r} defines train(hp, run) and owns its loop; compile the model there instead")
     if amp is not None and task.owns_loop:
         raise BstuneError(f"--amp/--no-amp: {str(script)!r} defines train(hp, run) and owns its loop; set its precision there instead")
+    if amp and plans is not None and any(p.device != "cuda" for p in plans):
+        # The workers build their trainers; say it here, before a study or a worker exists.
+        raise BstuneError("bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; these workers run on cpu")
     if amp is None and task.defaults.get("amp") is False:
         amp = False  # the script's DEFAULTS: float32 on CUDA too (True is the default on CUDA already)
     mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)

@@ -60,6 +60,8 @@ ROWS = [
      E + "--amp/--no-amp: 'task.py' defines train(hp, run) and owns its loop; set its precision there instead"),
     ("option: --amp on the CPU", "tiny.py --amp --device cpu", 1,
      E + "bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; this trainer runs on cpu"),
+    ("option: --amp for workers on the CPU", "tiny.py --amp --workers 2 --device cpu", 1,
+     E + "bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; these workers run on cpu"),
     ("option: zero workers", "task.py --workers 0", 1, E + "--workers must be an integer of at least 1; got 0"),
     ("option: one GPU for two workers", "task.py --workers 2 --device cuda:0", 1,
      E + "--device cuda:0 names one GPU, and two trials never share one; "

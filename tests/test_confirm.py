@@ -170,3 +170,27 @@ def test_resuming_with_other_training_settings_says_so(cli, tmp_path):
     code, out, err = cli("optimize", BLOBS, "--compile", *args)  # one trial each way now: no single way to match
     assert code == 0, err + out
     assert "note: the study's" not in out
+
+
+def test_confirm_hands_the_recorded_precision_to_the_trainer(cli, tmp_path, monkeypatch):
+    import bstune.train
+
+    seen: list[object] = []
+
+    class Recording(bstune.train.Trainer):
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(kwargs.get("amp"))
+            kwargs["amp"] = None  # this machine may have no GPU: train as the CPU does
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(bstune.train, "Trainer", Recording)
+    args = ("--device", "cpu", "--storage", "sqlite:///c.db", "--study-name", "s")
+    code, out, err = cli("optimize", BLOBS, "--n-trials", "2", "--time-budget", "0.3", "--pruner", "none", *args)
+    assert code == 0, err + out
+    assert seen == [None]  # no DEFAULTS, no option: the trainer's own default
+    code, out, err = cli("confirm", BLOBS, "--seeds", "1", "--top", "1", *args)
+    assert code == 0, err + out
+    assert seen[-1] is False  # every trial recorded amp off: float32, as they trained
+    code, out, err = cli("confirm", BLOBS, "--seeds", "2", "--top", "1", "--amp", *args)
+    assert code == 0, err + out
+    assert seen[-1] is True  # told otherwise
