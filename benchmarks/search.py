@@ -46,6 +46,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bstune  # noqa: E402
+from bstune.pruners import AsyncHalvingPruner  # noqa: E402
 from bstune.space import SearchSpace  # noqa: E402
 from bstune.study import BatchSweep, make_objective, spread_quantiles  # noqa: E402
 from bstune.testing import FakeClock, RecordedCurves, RecordedTask  # noqa: E402
@@ -208,7 +209,9 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     length), ``ep`` (the sweep also fixes the epochs: ``mid`` the middle of their range in log
     scale, ``vdc3`` a base-3 van der Corput sequence, ``mid3`` the middle then that sequence),
     ``dedup`` (redraw a proposal within this fraction of every parameter's range of a configuration
-    already tried, up to ``draws`` times). Defaults differ from bstune's in one place:
+    already tried, up to ``draws`` times), ``soft`` (``F:K``: one more rung, at 1/F of the
+    budget, that keeps the top 1/K; ``softmin`` its n_min_trials, ``softsweep=1`` on the sweep's
+    trials too). Defaults differ from bstune's in one place:
     ``optimism`` is 1.5 here, 3 in ``GainBoundPruner``.
     """
     from bstune.pruners import (
@@ -253,6 +256,11 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
             pruners.append(_FirstTrials(ah, int(opts["ahupto"])))
         else:
             pruners.append(ah)
+    if "soft" in opts:  # one more rung: at max_t / F keep the top 1 / K ("soft=F:K")
+        frac, keep = (float(x) for x in opts["soft"].split(":"))
+        pruners.append(
+            _Rung(1.0 / frac, keep, n_min_trials=int(opts.get("softmin", 1)), skip_sweep=opts.get("softsweep", "0") == "0")
+        )
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
         pruners.append(ASHA(budget, float(opts["asha"])))
     sweep = opts.get("sweep", "1") == "1"
@@ -270,6 +278,19 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     if "dedup" in opts:
         sampler = _Dedup(sampler, float(opts["dedup"]), int(opts.get("draws", 10)))
     return bstune.create_study(mode, space=space, sampler=sampler, pruner=AnyPruner(*pruners))
+
+
+class _Rung(AsyncHalvingPruner):
+    """``AsyncHalvingPruner`` with one rung at ``frac`` of max_t that keeps the top ``1 / keep``
+    (the rung's place and its share kept, set apart)."""
+
+    def __init__(self, frac: float, keep: float, **kw: Any) -> None:
+        super().__init__(keep, n_rungs=1, **kw)
+        self.frac = frac
+
+    def max_t(self, study: optuna.Study) -> float | None:
+        t = super().max_t(study)
+        return None if t is None else t * self.frac * self.reduction_factor  # its rung: this / keep
 
 
 class _AfterHit(optuna.pruners.BasePruner):
@@ -519,6 +540,45 @@ def gain_quantiles(task: str, fractions: tuple[float, ...] = (0.25, 0.5, 0.75), 
     return lines
 
 
+def early_ranks(task: str, fractions: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2)) -> list[str]:
+    """How well a configuration's value early in the budget ranks it, over the searched
+    configurations (batch sizes that are powers of two): at each fraction of the per-trial budget,
+    each curve's best value so far (its final best if it ended sooner), the Spearman correlation of
+    that with its final best, and where the five best configurations stand then (the share of
+    configurations ahead of each; a rung that keeps the top quarter of all of them stops one
+    at 0.25 or more)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    c = _load(task)
+    rows = []
+    for k, v in c.curves.items():
+        if k[0] & (k[0] - 1):
+            continue
+        pts = [(t, m) for t, m in zip(v.train_s, v.metric, strict=True) if math.isfinite(m)]
+        if pts:
+            rows.append((k, pts, max(m for _, m in pts)))
+    top = sorted(rows, key=lambda r: -r[2])[:5]
+    lines = []
+    for f in fractions:
+        at = {}
+        for k, pts, _final in rows:
+            best = -math.inf
+            for t, m in pts:
+                best = max(best, m)
+                if t >= f * c.budget:
+                    break
+            at[k] = best
+        rho = float(spearmanr([at[k] for k, _, _ in rows], [final for _, _, final in rows]).statistic)
+        values = np.array(list(at.values()))
+        ahead = [float(np.mean(values > at[k])) for k, _, _ in top]
+        kept = sum(a < 0.25 for a in ahead)
+        lines.append(
+            f"| {task} | 1/{round(1 / f)} | {rho:.2f} | {', '.join(f'{a:.2f}' for a in ahead)} | {kept} of {len(top)} |"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------- tables
 
 
@@ -695,6 +755,15 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for task in args.tasks:
         print("\n".join(gain_quantiles(task)))
+    print("\n### How well an early value ranks a configuration\n")
+    print("Over the searched configurations (powers of two): at a fraction of the per-trial budget, each")
+    print("curve's best value so far against its final best (Spearman), and the share of configurations")
+    print("ahead of each of the five best there, best first (a rung keeping the top quarter stops one at")
+    print("0.25 or more).\n")
+    print("| task | at | Spearman | the five best: share ahead | in the top quarter |")
+    print("|---|---|---:|---|---|")
+    for task in args.tasks:
+        print("\n".join(early_ranks(task)))
     print(f"{len(jobs)} new runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 

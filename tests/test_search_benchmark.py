@@ -46,3 +46,49 @@ def test_comparison_counts_every_pair_and_marks_only_a_clear_loss(search) -> Non
     assert grid[0].startswith("**0.00 (") and grid[1] == "0.50 (1.00)"
     assert rows["grid"].rstrip().endswith("| 12 |")
     assert search.comparison(theirs, "budget", "names", "bstune default", ["tpe"]) is None
+
+
+def test_early_ranks_reads_each_curve_at_the_fraction_and_a_finished_one_at_its_end(search, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    def curve(train_s, metric):
+        return SimpleNamespace(train_s=tuple(train_s), metric=tuple(metric))
+
+    fake = SimpleNamespace(
+        budget=8.0,
+        curves={
+            (32, 0.01, 1): curve([1, 2, 4, 8], [0.2, 0.3, 0.5, 0.95]),  # the best: a slow starter
+            (64, 0.01, 1): curve([1, 2, 4, 8], [0.6, 0.7, 0.8, 0.9]),
+            (128, 0.01, 1): curve([1], [0.85]),  # ended at 1 s: 0.85 at every later fraction
+            (256, 0.01, 1): curve([1, 2, 4, 8], [0.1, 0.1, 0.2, float("nan")]),
+            (96, 0.01, 1): curve([1, 8], [0.99, 0.99]),  # not a power of two: not searched, left out
+        },
+    )
+    monkeypatch.setitem(search._CACHE, "fake", fake)
+    quarter, half = search.early_ranks("fake", fractions=(1 / 4, 1 / 2))
+    # at 2 s: 0.3, 0.7, 0.85, 0.1 against the finals 0.95, 0.9, 0.85, 0.2 (the NaN skipped): rank
+    # differences 2, 0, 2, 0, Spearman 1 - 6 * 8 / (4 * 15) = 0.2; the five best are all four
+    assert quarter == "| fake | 1/4 | 0.20 | 0.50, 0.25, 0.00, 0.75 | 1 of 4 |"
+    # at 4 s the slow starter has 0.5: still behind 0.8 and 0.85
+    assert half == "| fake | 1/2 | 0.20 | 0.50, 0.25, 0.00, 0.75 | 1 of 4 |"
+
+
+def test_a_rung_set_apart_sits_at_its_fraction_and_keeps_its_share(search) -> None:
+    import optuna
+
+    import bstune
+
+    study = bstune.create_study(bstune.TimeBudget(16.0), pruner=optuna.pruners.NopPruner())
+    rung = search._Rung(1 / 8, 2.0)
+    assert rung.max_t(study) == pytest.approx(16.0 / 8 * 2)  # its one rung: max_t / keep = 2 s
+    for v in (0.5, 0.6, 0.9):
+        done = study.ask()
+        done.report(v, 1000)
+        done.report(v, 2000)
+        study.tell(done, v)
+    trial = study.ask()
+    trial.report(0.55, 2100)  # at the 2 s rung: 0.55 against 0.5, 0.6, 0.9; keep the top half
+    assert rung.prune(study, study._storage.get_trial(trial._trial_id))
+    other = study.ask()
+    other.report(0.7, 2100)
+    assert not rung.prune(study, study._storage.get_trial(other._trial_id))
