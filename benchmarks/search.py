@@ -211,7 +211,9 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     ``dedup`` (redraw a proposal within this fraction of every parameter's range of a configuration
     already tried, up to ``draws`` times), ``soft`` (``F:K``: one more rung, at 1/F of the
     budget, that keeps the top 1/K; ``softmin`` its n_min_trials, ``softsweep=1`` on the sweep's
-    trials too). Defaults differ from bstune's in one place:
+    trials too), ``adapt`` (``F:K:RHO``: the same rung, acting only once ``adaptmin`` trials have
+    trained past ``adaptref`` of the budget and their values at 1/F rank them as their values there
+    do, Spearman at least RHO; ``adaptref=1``: completed trials at their end). Defaults differ from bstune's in one place:
     ``optimism`` is 1.5 here, 3 in ``GainBoundPruner``.
     """
     from bstune.pruners import (
@@ -261,6 +263,13 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
         pruners.append(
             _Rung(1.0 / frac, keep, n_min_trials=int(opts.get("softmin", 1)), skip_sweep=opts.get("softsweep", "0") == "0")
         )
+    if "adapt" in opts:  # "adapt=F:K:RHO": a rung at 1/F keeping 1/K once early values rank as final ones do
+        frac, keep, rho = (float(x) for x in opts["adapt"].split(":"))
+        pruners.append(
+            _AdaptiveRung(
+                1.0 / frac, keep, rho, int(opts.get("adaptmin", 5)), float(opts.get("adaptref", 1)), skip_sweep=opts.get("softsweep", "0") == "0"
+            )
+        )
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
         pruners.append(ASHA(budget, float(opts["asha"])))
     sweep = opts.get("sweep", "1") == "1"
@@ -291,6 +300,52 @@ class _Rung(AsyncHalvingPruner):
     def max_t(self, study: optuna.Study) -> float | None:
         t = super().max_t(study)
         return None if t is None else t * self.frac * self.reduction_factor  # its rung: this / keep
+
+
+class _AdaptiveRung(_Rung):
+    """A rung at ``frac`` of max_t that acts only once the study's completed trials show that
+    their values there rank them as their final values do (Spearman at least ``min_rho`` over at
+    least ``n_min_complete`` of them)."""
+
+    def __init__(
+        self, frac: float, keep: float, min_rho: float, n_min_complete: int = 5, ref: float = 1.0, **kw: Any
+    ) -> None:
+        super().__init__(frac, keep, **kw)
+        self.min_rho, self.n_min_complete, self.ref = min_rho, n_min_complete, ref
+        self._agree: dict[tuple[str, int], bool] = {}
+
+    def _agrees(self, study: optuna.Study) -> bool:
+        from scipy.stats import spearmanr
+
+        from bstune.pruners._base import best_so_far, points
+
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        done = [t for t in study.get_trials(deepcopy=False, states=states) if t.intermediate_values]
+        key = (study.study_name, len(done))
+        if key not in self._agree:
+            max_t = AsyncHalvingPruner.max_t(self, study)
+            early, final = [], []
+            for t in done:
+                curve = best_so_far(points(t), study.direction)
+                if not curve or max_t is None:
+                    continue
+                if self.ref >= 1.0:  # completed trials, at their end
+                    if t.state != optuna.trial.TrialState.COMPLETE:
+                        continue
+                    late = curve[-1][1]
+                elif curve[-1][0] < self.ref * max_t:  # trials that trained that far, there
+                    continue
+                else:
+                    late = next(v for when, v in curve if when >= self.ref * max_t)
+                early.append(next((v for when, v in curve if when >= self.frac * max_t), curve[-1][1]))
+                final.append(late)
+            ok = len(early) >= self.n_min_complete and len(set(early)) > 1 and len(set(final)) > 1
+            self._agree[key] = ok and float(spearmanr(early, final).statistic) >= self.min_rho
+        return self._agree[key]
+
+    def _decide(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Any:
+        reason = super()._decide(study, trial)
+        return reason if reason is not None and self._agrees(study) else None
 
 
 class _AfterHit(optuna.pruners.BasePruner):

@@ -92,3 +92,23 @@ def test_a_rung_set_apart_sits_at_its_fraction_and_keeps_its_share(search) -> No
     other = study.ask()
     other.report(0.7, 2100)
     assert not rung.prune(study, study._storage.get_trial(other._trial_id))
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_the_adaptive_rung_acts_only_where_early_values_ranked_the_study_s_trials_well(search, agree) -> None:
+    import optuna
+
+    import bstune
+
+    study = bstune.create_study(bstune.TimeBudget(16.0), pruner=optuna.pruners.NopPruner())
+    rung = search._AdaptiveRung(1 / 16, 4.0, 0.8, 4, 0.5)  # at 1 s, once 4 trials past 8 s agree
+    at_half = [0.5, 0.6, 0.7, 0.8]
+    at_rung = [0.1, 0.2, 0.3, 0.4] if agree else [0.4, 0.3, 0.2, 0.1]
+    for early, late in zip(at_rung, at_half, strict=True):
+        done = study.ask()
+        done.report(early, 1000)
+        done.report(late, 8000)
+        study.tell(done, late)
+    trial = study.ask()
+    trial.report(0.15, 1100)  # outside the top quarter of the four at the rung in either order
+    assert rung.prune(study, study._storage.get_trial(trial._trial_id)) is agree
