@@ -112,3 +112,25 @@ def test_the_adaptive_rung_acts_only_where_early_values_ranked_the_study_s_trial
     trial = study.ask()
     trial.report(0.15, 1100)  # outside the top quarter of the four at the rung in either order
     assert rung.prune(study, study._storage.get_trial(trial._trial_id)) is agree
+
+
+def test_tpe_on_completed_trials_sizes_its_good_group_by_the_completed_ones_only(search) -> None:
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for i in range(20):
+        t = study.ask()
+        t.suggest_float("x", 0.0, 1.0)
+        t.report(0.1, 1)
+        if i < 8:
+            study.tell(t, float(i))
+        else:
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+    with pytest.warns(FutureWarning, match="gamma"):  # Optuna deprecated gamma in 4.9 (removal in 6.0)
+        sampler = search._TPEOnCompleted(0.5, seed=0, n_startup_trials=1)
+    trial = study.ask()
+    sampler.sample_independent(study, study._storage.get_trial(trial._trial_id), "x", optuna.distributions.FloatDistribution(0, 1))
+    assert sampler._gamma(20) == 4  # half of the 8 completed, whatever the 12 pruned
+    study.tell(trial, 9.0)
+    sampler._count(study)
+    assert sampler._gamma(21) == 5  # 9 completed: ceil(4.5)
