@@ -214,8 +214,8 @@ def _variant(strategy: str, mode: Any, space: SearchSpace, seed: int, budget: fl
     trials too), ``adapt`` (``F:K:RHO``: the same rung, acting only once ``adaptmin`` trials have
     trained past ``adaptref`` of the budget and their values at 1/F rank them as their values there
     do, Spearman at least RHO; ``adaptref=1``: completed trials at their end), ``gammac`` (TPE's good
-group this share of the completed trials, not of completed and pruned ones). Defaults differ from bstune's in one place:
-    ``optimism`` is 1.5 here, 3 in ``GainBoundPruner``.
+    group this share of the completed trials, not of completed and pruned ones). Defaults differ
+    from bstune's in one place: ``optimism`` is 1.5 here, 3 in ``GainBoundPruner``.
     """
     from bstune.pruners import (
         AnyPruner,
@@ -266,11 +266,9 @@ group this share of the completed trials, not of completed and pruned ones). Def
         )
     if "adapt" in opts:  # "adapt=F:K:RHO": a rung at 1/F keeping 1/K once early values rank as final ones do
         frac, keep, rho = (float(x) for x in opts["adapt"].split(":"))
-        pruners.append(
-            _AdaptiveRung(
-                1.0 / frac, keep, rho, int(opts.get("adaptmin", 5)), float(opts.get("adaptref", 1)), skip_sweep=opts.get("softsweep", "0") == "0"
-            )
-        )
+        skip = opts.get("softsweep", "0") == "0"
+        min_n, ref = int(opts.get("adaptmin", 5)), float(opts.get("adaptref", 1))
+        pruners.append(_AdaptiveRung(1.0 / frac, keep, rho, min_n, ref, skip_sweep=skip))
     if "asha" in opts:  # the baseline's rule (rungs at the recorded budget / 16 and / 4) as one more pruner
         pruners.append(ASHA(budget, float(opts["asha"])))
     sweep = opts.get("sweep", "1") == "1"
@@ -290,6 +288,11 @@ group this share of the completed trials, not of completed and pruned ones). Def
     if "dedup" in opts:
         sampler = _Dedup(sampler, float(opts["dedup"]), int(opts.get("draws", 10)))
     return bstune.create_study(mode, space=space, sampler=sampler, pruner=AnyPruner(*pruners))
+
+
+def _at_or_end(curve: list[tuple[float, float]], t: float) -> float:
+    """A best-so-far curve's value at its first point at or after ``t``, else at its end."""
+    return next((v for when, v in curve if when >= t), curve[-1][1])
 
 
 class _Rung(AsyncHalvingPruner):
@@ -325,26 +328,23 @@ class _AdaptiveRung(_Rung):
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         done = [t for t in study.get_trials(deepcopy=False, states=states) if t.intermediate_values]
         key = (study.study_name, len(done))
-        if key not in self._agree:
-            max_t = AsyncHalvingPruner.max_t(self, study)
+        max_t = AsyncHalvingPruner.max_t(self, study)  # the unscaled one
+        if key not in self._agree and max_t is not None:
             early, final = [], []
             for t in done:
                 curve = best_so_far(points(t), study.direction)
-                if not curve or max_t is None:
+                if not curve:
                     continue
                 if self.ref >= 1.0:  # completed trials, at their end
                     if t.state != optuna.trial.TrialState.COMPLETE:
                         continue
-                    late = curve[-1][1]
                 elif curve[-1][0] < self.ref * max_t:  # trials that trained that far, there
                     continue
-                else:
-                    late = next(v for when, v in curve if when >= self.ref * max_t)
-                early.append(next((v for when, v in curve if when >= self.frac * max_t), curve[-1][1]))
-                final.append(late)
+                early.append(_at_or_end(curve, self.frac * max_t))
+                final.append(_at_or_end(curve, self.ref * max_t) if self.ref < 1.0 else curve[-1][1])
             ok = len(early) >= self.n_min_complete and len(set(early)) > 1 and len(set(final)) > 1
             self._agree[key] = ok and float(spearmanr(early, final).statistic) >= self.min_rho
-        return self._agree[key]
+        return self._agree.get(key, False)
 
     def _decide(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Any:
         reason = super()._decide(study, trial)
@@ -628,7 +628,10 @@ def early_ranks(task: str, fractions: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4,
     configurations ahead of each; a rung that keeps the top quarter of all of them stops one
     at 0.25 or more)."""
     import numpy as np
+    from optuna.study import StudyDirection
     from scipy.stats import spearmanr
+
+    from bstune.pruners._base import best_so_far
 
     c = _load(task)
     rows = []
@@ -637,18 +640,12 @@ def early_ranks(task: str, fractions: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4,
             continue
         pts = [(t, m) for t, m in zip(v.train_s, v.metric, strict=True) if math.isfinite(m)]
         if pts:
-            rows.append((k, pts, max(m for _, m in pts)))
+            curve = best_so_far(pts, StudyDirection.MAXIMIZE)
+            rows.append((k, curve, curve[-1][1]))
     top = sorted(rows, key=lambda r: -r[2])[:5]
     lines = []
     for f in fractions:
-        at = {}
-        for k, pts, _final in rows:
-            best = -math.inf
-            for t, m in pts:
-                best = max(best, m)
-                if t >= f * c.budget:
-                    break
-            at[k] = best
+        at = {k: _at_or_end(curve, f * c.budget) for k, curve, _ in rows}
         rho = float(spearmanr([at[k] for k, _, _ in rows], [final for _, _, final in rows]).statistic)
         values = np.array(list(at.values()))
         ahead = [float(np.mean(values > at[k])) for k, _, _ in top]
@@ -752,6 +749,12 @@ def finished_table(tasks: list[str], strategies: list[str], n_trials: int, seeds
     return "\n".join(rows)
 
 
+def _curve_table(title: str, intro: str, header: str, rows: list[str]) -> None:
+    """Print one of the tables read off the recorded curves themselves."""
+    print(f"\n### {title}\n\n{intro}\n\n{header}")
+    print("\n".join(rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=[t for t in TASKS if (CURVES / f"{t}.jsonl").exists()])
@@ -828,22 +831,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n### All tasks ({', '.join(args.tasks)}), median over tasks and seeds\n")
         for kind in args.modes:
             print(table(results, kind, args.tasks, args.strategies) + "\n")
-    print("\n### How optimistic the gain bound must be\n")
-    print("A top-tenth configuration's own gain from fraction p of its schedule to its end, over the largest")
-    print("gain of 5 random other configurations from the same fraction (50 draws each): quantiles.\n")
-    print("| task | p | median | 90% | 95% | 99% |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for task in args.tasks:
-        print("\n".join(gain_quantiles(task)))
-    print("\n### How well an early value ranks a configuration\n")
-    print("Over the searched configurations (powers of two): at a fraction of the per-trial budget, each")
-    print("curve's best value so far against its final best (Spearman), and the share of configurations")
-    print("ahead of each of the five best there, best first (a rung keeping the top quarter stops one at")
-    print("0.25 or more).\n")
-    print("| task | at | Spearman | the five best: share ahead | in the top quarter |")
-    print("|---|---|---:|---|---|")
-    for task in args.tasks:
-        print("\n".join(early_ranks(task)))
+    _curve_table(
+        "How optimistic the gain bound must be",
+        "A top-tenth configuration's own gain from fraction p of its schedule to its end, over the largest\n"
+        "gain of 5 random other configurations from the same fraction (50 draws each): quantiles.",
+        "| task | p | median | 90% | 95% | 99% |\n|---|---:|---:|---:|---:|---:|",
+        [line for task in args.tasks for line in gain_quantiles(task)],
+    )
+    _curve_table(
+        "How well an early value ranks a configuration",
+        "Over the searched configurations (powers of two): at a fraction of the per-trial budget, each\n"
+        "curve's best value so far against its final best (Spearman), and the share of configurations\n"
+        "ahead of each of the five best there, best first (a rung keeping the top quarter stops one at\n"
+        "0.25 or more).",
+        "| task | at | Spearman | the five best: share ahead | in the top quarter |\n|---|---|---:|---|---|",
+        [line for task in args.tasks for line in early_ranks(task)],
+    )
     print(f"{len(jobs)} new runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 

@@ -172,6 +172,11 @@ class Trainer:
         self.data_on_device = False
 
     @property
+    def precision(self) -> str:
+        """What each trial records as ``amp``: ``bf16`` (autocast on CUDA) or ``off`` (float32)."""
+        return "bf16" if self.amp and self.device.type == "cuda" else "off"
+
+    @property
     def device_name(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
@@ -219,7 +224,6 @@ class Trainer:
         trial_number = getattr(run.trial, "number", 0)
         torch.manual_seed(self.seed + trial_number)
         run.extra_attrs["seed"] = self.seed + trial_number  # initial weights and batch order
-        cuda = self.device.type == "cuda"
         reset_peak_memory(self.device)
         with run.overhead():
             data = self.data()
@@ -337,7 +341,7 @@ class Trainer:
             run.report(metric, loss=train_loss, epoch=run.samples_seen / n)
             done = done or run.should_stop
         run.extra_attrs["data_on_device"] = self.data_on_device
-        run.extra_attrs["amp"] = "bf16" if self.amp and cuda else "off"
+        run.extra_attrs["amp"] = self.precision
         run.extra_attrs["compiled"] = self.compile
         run.extra_attrs["fused_optimizer"] = bool(getattr(opt, "defaults", {}).get("fused"))
 

@@ -269,7 +269,7 @@ def _say_if_trained_otherwise(console: Console, study: optuna.Study, trainer: Tr
     if not n or len(compiled) != 1 or len(amps) != 1 or None in compiled | amps:
         return  # nothing trained by the built-in trainer yet, or trials trained more than one way
     (was_compiled,), (was_amp,) = compiled, amps
-    now_amp = "bf16" if trainer.amp and trainer.device.type == "cuda" else "off"
+    now_amp = trainer.precision
     differ = []
     if was_compiled != trainer.compile:
         differ.append("add --compile" if was_compiled else "drop --compile")

@@ -45,3 +45,20 @@ def cli(monkeypatch, capsys, tmp_path):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def trainer_calls(monkeypatch) -> list[dict]:
+    """Record the keyword arguments every built-in ``Trainer`` is made with (one dict per trainer);
+    the trainers then train with their default precision, as this machine may have no GPU."""
+    import bstune.train
+
+    calls: list[dict] = []
+
+    class Recording(bstune.train.Trainer):
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(dict(kwargs))
+            super().__init__(*args, **{**kwargs, "amp": None})
+
+    monkeypatch.setattr(bstune.train, "Trainer", Recording)
+    return calls

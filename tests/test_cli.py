@@ -392,21 +392,11 @@ def test_lstm_corpus_header_is_skipped_and_single_example_labels_refused(cli, tm
     assert not (tmp_path / "rare.db").exists()  # refused before a study was made
 
 
-def test_the_scripts_amp_default_and_the_option_reach_the_trainer(tmp_path, monkeypatch):
+def test_the_scripts_amp_default_and_the_option_reach_the_trainer(tmp_path, monkeypatch, trainer_calls):
     from rich.console import Console
 
     import bstune
-    import bstune.train
 
-    seen: list[object] = []
-
-    class Recording(bstune.train.Trainer):
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            seen.append(kwargs.get("amp"))
-            kwargs["amp"] = None  # this machine may have no GPU: train as the CPU does
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(bstune.train, "Trainer", Recording)
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "float32.py"
     script.write_text(BLOBS.read_text().replace("DEFAULTS = {", "DEFAULTS = {'amp': False, ", 1))
@@ -414,6 +404,6 @@ def test_the_scripts_amp_default_and_the_option_reach_the_trainer(tmp_path, monk
     for amp, expected in ((None, False), (True, True), (False, False)):
         bstune.tune(script, time_budget=0.2, n_trials=1, storage="sqlite:///t.db", study_name=f"s{amp}", amp=amp,
                     device="cpu", console=quiet)
-        assert seen[-1] is expected
+        assert trainer_calls[-1].get("amp") is expected
     bstune.tune(BLOBS, time_budget=0.2, n_trials=1, storage="sqlite:///t.db", device="cpu", console=quiet)
-    assert seen[-1] is None  # no DEFAULTS: the trainer's own default (bf16 on CUDA, off on the CPU)
+    assert trainer_calls[-1].get("amp") is None  # no DEFAULTS: the trainer's own default (bf16 on CUDA, off on the CPU)

@@ -172,25 +172,14 @@ def test_resuming_with_other_training_settings_says_so(cli, tmp_path):
     assert "note: the study's" not in out
 
 
-def test_confirm_hands_the_recorded_precision_to_the_trainer(cli, tmp_path, monkeypatch):
-    import bstune.train
-
-    seen: list[object] = []
-
-    class Recording(bstune.train.Trainer):
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            seen.append(kwargs.get("amp"))
-            kwargs["amp"] = None  # this machine may have no GPU: train as the CPU does
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(bstune.train, "Trainer", Recording)
+def test_confirm_hands_the_recorded_precision_to_the_trainer(cli, tmp_path, trainer_calls):
     args = ("--device", "cpu", "--storage", "sqlite:///c.db", "--study-name", "s")
     code, out, err = cli("optimize", BLOBS, "--n-trials", "2", "--time-budget", "0.3", "--pruner", "none", *args)
     assert code == 0, err + out
-    assert seen == [None]  # no DEFAULTS, no option: the trainer's own default
+    assert [c.get("amp") for c in trainer_calls] == [None]  # no DEFAULTS, no option: the trainer's own default
     code, out, err = cli("confirm", BLOBS, "--seeds", "1", "--top", "1", *args)
     assert code == 0, err + out
-    assert seen[-1] is False  # every trial recorded amp off: float32, as they trained
+    assert trainer_calls[-1].get("amp") is False  # every trial recorded amp off: float32, as they trained
     code, out, err = cli("confirm", BLOBS, "--seeds", "2", "--top", "1", "--amp", *args)
     assert code == 0, err + out
-    assert seen[-1] is True  # told otherwise
+    assert trainer_calls[-1].get("amp") is True  # told otherwise

@@ -441,22 +441,13 @@ def test_each_worker_sees_only_its_own_gpu(tmp_path: Path) -> None:
     assert all(t.user_attrs["test_visible_gpus"] == 1 for t in trials)
 
 
-def test_a_worker_builds_its_trainer_as_the_command_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_builds_its_trainer_as_the_command_asked(tmp_path: Path, trainer_calls: list[dict]) -> None:
     import torch
 
-    import bstune.train
     from bstune import TimeBudget
     from bstune._workers._worker import _build
     from bstune.space import load_space
 
-    seen: dict[str, object] = {}
-
-    class Recording(bstune.train.Trainer):
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            seen.update(kwargs)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(bstune.train, "Trainer", Recording)
     spec = {
         "script": str(REPO / "examples" / "mlp_blobs.py"), "task_options": {}, "space": load_space("mlp").to_dict(),
         "mode": TimeBudget(0.3).to_attrs(), "storage": f"sqlite:///{tmp_path / 'w.db'}", "study_name": "w",
@@ -468,4 +459,5 @@ def test_a_worker_builds_its_trainer_as_the_command_asked(tmp_path: Path, monkey
         _build(spec)
     finally:
         torch.set_num_threads(threads)  # the worker sets its own; this process keeps its own
+    seen = trainer_calls[-1]
     assert seen["compile"] is True and seen["amp"] is False and seen["device"] == "cpu"
