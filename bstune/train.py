@@ -251,6 +251,7 @@ class Trainer:
         last_eval_t = 0.0
         eval_gap_s = 0.0  # the least training time between evaluations: their measured cost / eval_share
         step_s = 0.0  # mean seconds per step, measured between checks
+        stop_at = math.inf  # on the mode's clock: past it, the next step is checked first
         mult_set = -1.0
         p_check = 0.0
         done = False
@@ -263,7 +264,11 @@ class Trainer:
                 unchecked = 0  # steps to run before the clock, budget and schedule are read again
                 t_check, steps_since = run.train_seconds, 0
                 while True:
-                    if unchecked <= 0 or samples >= eval_at:
+                    # Besides the planned checks, one clock read a step (a fraction of a
+                    # microsecond): when steps slow down (a busy machine), the check still comes
+                    # before a step would start with less than half a step of budget left, so a
+                    # trial ends at most one step past its limit.
+                    if unchecked <= 0 or samples >= eval_at or run.elapsed >= stop_at:
                         run.count(samples - run.samples_seen)
                         now = run.train_seconds
                         if steps_since:
@@ -287,6 +292,7 @@ class Trainer:
                             break
                         p_check = run.progress(planned)
                         unchecked = _steps_to_next_check(left, step_s, budget)
+                        stop_at = run.elapsed + left - 0.5 * step_s if math.isfinite(left) else math.inf
                     # Between checks the schedule's position is extrapolated (plain arithmetic); the
                     # rates are written only when they move by more than a rounding.
                     p = max(p_check + steps_since * step_s / budget if budget else p_check, samples / planned)

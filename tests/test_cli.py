@@ -96,9 +96,11 @@ def test_target_with_a_time_budget_limits_each_trial_and_ranks_at_fractions_of_i
     assert "target accuracy 0.999 within 0.3 s per trial" in out
     study = _load(tmp_path, name="mlp_blobs-target-0.999-limit-0.3s")
     assert study.user_attrs["limit"] == 0.3 and study.direction == optuna.study.StudyDirection.MINIMIZE
-    # Blobs do not reach 99.9% accuracy: unpruned, every trial ends at the limit (within a step).
+    # Blobs do not reach 99.9% accuracy: unpruned, every trial ends at the limit, or sooner where its
+    # planned epochs fit into it (on a fast machine); how far past the limit the last step may run is
+    # tested on a fake clock (tests/test_train.py), since it depends on the machine's speed here.
     ends = [(t.user_attrs["stop_reason"], t.user_attrs["train_s"]) for t in study.trials]
-    assert all(reason == "budget" and abs(s - 0.3) < 0.2 for reason, s in ends), ends
+    assert all(reason in ("budget", "epochs") for reason, _ in ends), ends
     assert all(not t.user_attrs["reached_target"] and t.constraints["target_shortfall"] > 0 for t in study.trials)
     from bstune.pruners import AsyncHalvingPruner, make_pruner
 

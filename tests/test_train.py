@@ -196,6 +196,31 @@ def test_budget_ends_the_schedule(task, budget, n_steps):
     assert max(p.train_s for p in run.curve) == pytest.approx(n_steps * 0.1)
 
 
+@pytest.mark.parametrize("slow_from", [19.5, 19.8])
+def test_a_trial_ends_within_one_step_of_its_budget_when_steps_slow_down(task, monkeypatch, slow_from):
+    """Steps of 0.01 s until the machine gets busy near the end of a 20 s budget, then 0.2 s (fake
+    clock): the trial stops at most one step past its budget, not after the steps planned at the old
+    pace (up to 40 of them between two checks, 8 s past the budget)."""
+    clock = FakeClock()
+    real_step = torch.optim.AdamW.step
+    steps: list[float] = []
+
+    def step(self, *a, **k):
+        d = 0.01 if clock() < slow_from else 0.2
+        clock.advance(d)
+        steps.append(d)
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    study = optuna.create_study(direction="maximize")
+    with Run(study.ask(), TimeBudget(20.0), hp(batch=16, epochs=10**6), clock=clock) as run:
+        Trainer(task, device="cpu")(hp(batch=16, epochs=10**6), run)
+    assert run.stop_reason == "budget"
+    assert run.train_seconds <= 20.0 + steps[-1] + 1e-9
+    # and it used its budget: no step started with more than half a step (at the pace measured) left
+    assert run.train_seconds >= 20.0 - 0.2
+
+
 def test_bad_data_is_named(tmp_path):
     f = tmp_path / "bad.py"
     f.write_text(
