@@ -147,9 +147,63 @@ def test_reduction_factor_and_number_of_rungs() -> None:
     assert not _verdict(study, [(1.0, 0.0)])  # 1 s is not a rung with three
 
 
+def test_rank_correlation_by_hand() -> None:
+    from bstune.pruners._halving import rank_correlation
+
+    # ranks 1 2 3 4 against 1 3 2 4: 1 - 6 x (0 + 1 + 1 + 0) / (4 x 15) = 0.8
+    assert rank_correlation([0.1, 0.2, 0.3, 0.4], [5.0, 7.0, 6.0, 8.0]) == pytest.approx(0.8)
+    assert rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their mean rank: x ranks 1.5 1.5 3, y ranks 1 2 3 -> Pearson of the ranks 0.866
+    assert rank_correlation([1, 1, 2], [1, 2, 3]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))
+
+
+def _crossing(study: optuna.Study, n: int, agree: bool) -> None:
+    """n finished trials whose values at 1.2 s rank them as their final values do (agree) or in
+    reverse (curves that cross: the slow starters end best)."""
+    for i in range(n):
+        early = 0.1 + 0.05 * i
+        final = 0.5 + 0.05 * i if agree else 0.9 - 0.05 * i
+        _finished(study, [(1.2, early), (4.5, (early + final) / 2), (16.0, final)])
+
+
+def test_with_a_rank_check_a_rung_ranks_only_where_the_study_shows_early_values_rank_final_ones() -> None:
+    # Five finished trials, values at the 1 s rung 0.10 .. 0.30: a newcomer with 0.12 is outside
+    # their top quarter. It is stopped where those early values ranked the trials' final values
+    # (Spearman 1.0), and left to train where the curves crossed (Spearman -1.0).
+    agreeing = _study(min_rank_correlation=0.8)
+    _crossing(agreeing, 5, agree=True)
+    assert _verdict(agreeing, [(1.1, 0.12)])
+    assert "Spearman 1.00" in agreeing.pruner.explain(agreeing, agreeing.trials[-1].number).why
+    crossing = _study(min_rank_correlation=0.8)
+    _crossing(crossing, 5, agree=False)
+    assert not _verdict(crossing, [(1.1, 0.12)])
+    assert crossing.pruner.rank_agreement(crossing, 1.0) == (pytest.approx(-1.0), 5)
+    # Too few completed trials to tell: no ranking, however they agree.
+    few = _study(min_rank_correlation=0.8)
+    _crossing(few, 4, agree=True)
+    assert not _verdict(few, [(1.1, 0.12)])
+    # Without the check (the default) the same newcomer is stopped among crossing curves too.
+    plain = _study()
+    _crossing(plain, 5, agree=False)
+    assert _verdict(plain, [(1.1, 0.12)])
+
+
+def test_a_trial_not_yet_evaluated_at_the_rung_is_judged_on_its_first_value() -> None:
+    # One evaluation an epoch: a small batch first reports at 3 s, past the 1 s rung. It is ranked on
+    # that value against the others' first values at or past 1 s, not as if it had none.
+    study = _study()
+    for v in (0.1, 0.2, 0.3, 0.4):
+        _finished(study, [(1.2, v), (16.0, v + 0.2)])
+    assert not _verdict(study, [(3.0, 0.45)])
+    assert _verdict(study, [(3.0, 0.30)])
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
+        ({"min_rank_correlation": 1.5}, r"'min_rank_correlation' parameter of AsyncHalvingPruner .* Got 1.5"),
+        ({"n_min_ranked": 2}, r"'n_min_ranked' parameter of AsyncHalvingPruner .* Got 2"),
         ({"reduction_factor": 1}, r"'reduction_factor' parameter of AsyncHalvingPruner .* Got 1"),
         ({"reduction_factor": math.inf}, r"'reduction_factor' parameter of AsyncHalvingPruner .* Got inf"),
         ({"n_rungs": 0}, r"'n_rungs' parameter of AsyncHalvingPruner .* Got 0"),

@@ -25,6 +25,31 @@ from bstune.pruners._base import (
 __all__ = ["AsyncHalvingPruner"]
 
 
+def rank_correlation(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (tied values share their mean rank); NaN when
+    either has a single distinct value.
+
+    Example:
+        >>> rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]), rank_correlation([1, 1], [2, 3])
+        (0.8, nan)
+    """
+
+    def ranks(v: list[float]) -> np.ndarray:
+        a = np.asarray(v, dtype=float)
+        order = np.argsort(a, kind="mergesort")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=float)
+        for value in np.unique(a):  # ties: their mean rank
+            tied = a == value
+            r[tied] = r[tied].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def _first_at(curve: list[tuple[float, float]], t: float) -> float | None:
     """A best-so-far curve's value at its first point at or after ``t`` (``None``: not there yet)."""
     for when, v in curve:
@@ -66,6 +91,17 @@ class AsyncHalvingPruner(ExplainingPruner):
     ``--pruner async-halving`` (two rungs) or combine it, e.g.
     ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner())``.
 
+    With ``min_rank_correlation``, a rung ranks only where this study's own trials show that a
+    value there ranks trials as their final values do: the completed trials that reported at or
+    past the rung (at least ``n_min_ranked`` of them), their values there against their final best,
+    have a rank correlation (Spearman) of at least ``min_rank_correlation``. Where learning curves
+    cross (small batches that start slowly, schedules that decay late, one evaluation an epoch) the
+    rung then stays quiet instead of stopping the eventual winners.
+
+    A trial is ranked at a rung by its first report at or past it, against the other trials' first
+    reports at or past the same rung: a trial not yet evaluated when the rung's time came (one
+    evaluation an epoch, a small batch) is judged on its first value, never as if it had none.
+
     NaN policy: NaN values are skipped; a trial with no finite value is left alone (the divergence
     pruner handles it). Works in both directions.
 
@@ -76,6 +112,10 @@ class AsyncHalvingPruner(ExplainingPruner):
         skip_sweep: Leave alone the trials of bstune's start-up sweep (the first trials of a study
             whose sampler is :class:`bstune.study.BatchSweep`): they are there to measure each batch
             size to its end. Their values at the rungs still count for the trials after them.
+        min_rank_correlation: Rank at a rung only where the completed trials' values there rank
+            them as their final values do, with at least this Spearman correlation (in [-1, 1]);
+            ``None`` ranks always.
+        n_min_ranked: Completed trials that passed the rung needed to measure that. At least 3.
 
     Example:
         >>> import optuna
@@ -91,7 +131,14 @@ class AsyncHalvingPruner(ExplainingPruner):
     """
 
     def __init__(
-        self, reduction_factor: float = 4.0, *, n_rungs: int = 2, n_min_trials: int = 1, skip_sweep: bool = False
+        self,
+        reduction_factor: float = 4.0,
+        *,
+        n_rungs: int = 2,
+        n_min_trials: int = 1,
+        skip_sweep: bool = False,
+        min_rank_correlation: float | None = None,
+        n_min_ranked: int = 5,
     ) -> None:
         super().__init__()
         owner = "AsyncHalvingPruner"
@@ -103,6 +150,13 @@ class AsyncHalvingPruner(ExplainingPruner):
                 raise invalid(name, owner, "an int in the range [1, inf)", n)
         if not isinstance(skip_sweep, bool):
             raise invalid("skip_sweep", owner, "a bool", skip_sweep)
+        rho = min_rank_correlation
+        if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not -1 <= rho <= 1):
+            raise invalid("min_rank_correlation", owner, "a number in the range [-1, 1] or None", rho)
+        if isinstance(n_min_ranked, bool) or not isinstance(n_min_ranked, int) or n_min_ranked < 3:
+            raise invalid("n_min_ranked", owner, "an int in the range [3, inf)", n_min_ranked)
+        self.min_rank_correlation = None if rho is None else float(rho)
+        self.n_min_ranked = n_min_ranked
         self.reduction_factor = float(rf)
         self.n_rungs = n_rungs
         self.n_min_trials = n_min_trials
@@ -151,6 +205,9 @@ class AsyncHalvingPruner(ExplainingPruner):
                 peers.append(v)
         if len(peers) < self.n_min_trials:
             return None
+        rho, n_ranked = self.rank_agreement(study, rung)
+        if self.min_rank_correlation is not None and not (n_ranked >= self.n_min_ranked and rho >= self.min_rank_correlation):
+            return None  # this study has not shown that a value at the rung ranks final ones
         q = 1.0 - 1.0 / self.reduction_factor
         if direction == StudyDirection.MINIMIZE:
             q = 1.0 - q
@@ -161,5 +218,27 @@ class AsyncHalvingPruner(ExplainingPruner):
                 f"at {t:.2f} s (rung {rung:.2f} s of {max_t:.2f} s) its best {mine:.4g} is outside the top "
                 f"{keep:.0f}% of the {len(peers)} trial{'' if len(peers) == 1 else 's'} that passed the rung "
                 f"(cut-off {cutoff:.4g})"
+                + (
+                    f"; values there rank this study's {n_ranked} completed trials as their final ones do "
+                    f"(Spearman {rho:.2f})"
+                    if self.min_rank_correlation is not None
+                    else ""
+                )
             )
         return None
+
+    def rank_agreement(self, study: optuna.Study, rung: float) -> tuple[float, int]:
+        """How well a value at ``rung`` seconds ranks this study's completed trials by their final
+        best: Spearman's correlation over those that reported at or past the rung, and their number.
+        Computed only when ``min_rank_correlation`` is set (else ``(nan, 0)``)."""
+        if self.min_rank_correlation is None:
+            return math.nan, 0
+        direction = study.direction
+        early, final = [], []
+        for t in trials(study, (TrialState.COMPLETE,)):
+            curve = finished_curve(self._curves, study, t, direction)
+            v = _first_at(curve, rung)
+            if v is not None:
+                early.append(v)
+                final.append(curve[-1][1])
+        return (rank_correlation(early, final) if len(early) >= 2 else math.nan), len(early)
