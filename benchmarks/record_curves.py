@@ -10,16 +10,29 @@ so a recording that was stopped resumes where it stopped.
     python benchmarks/record_curves.py names polarity digits      # all three, one after another
     python benchmarks/record_curves.py names --limit 20           # at most 20 new curves
 
-Tasks: ``names`` (``examples/lstm.py`` on its first names), ``polarity`` (the same LSTM on
-``../shared/data/sentence_polarity``, word level) and ``digits`` (an MLP on scikit-learn's digits,
-``benchmarks/curves/digits_mlp.py``). Training runs on one thread (``--threads``) so that two
-recordings can share a two-core machine; each curve records the load average it trained under.
+Tasks trained by bstune's :class:`~bstune.train.Trainer` (AdamW, bstune's budget-aware schedule,
+four evaluations an epoch): ``names`` (``examples/lstm.py`` on its first names), ``polarity`` (the
+same LSTM on ``../shared/data/sentence_polarity``, word level) and ``digits`` (an MLP on
+scikit-learn's digits, ``benchmarks/curves/digits_mlp.py``).
+
+Tasks that own their loop (``train(hp, run)`` in ``benchmarks/curves/``, the hand-written loop of
+``_hand_loop.py``: a schedule over the planned epochs, evaluation once or twice an epoch):
+``digits_cnn`` (a CNN on the digits images, SGD with momentum and a cosine schedule, tens of
+epochs), ``cancer_mlp`` (an MLP on scikit-learn's breast-cancer table, SGD with momentum and a step
+decay, hundreds of epochs), ``names_cnn`` (a character CNN on the names, AdamW at a constant
+rate, a few epochs), ``polarity_bow`` (averaged word embeddings on sentence polarity, SGD with
+momentum and a cosine schedule) and ``polarity_cnn`` (a word CNN on sentence polarity, AdamW and a
+cosine schedule, two evaluations an epoch).
+
+Training runs on one thread (``--threads``) so that two recordings can share a two-core machine;
+each curve records the load average it trained under.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -33,7 +46,16 @@ ROOT = HERE.parent
 CURVES = HERE / "curves"
 
 BATCH_SIZES = [16, 24, 32, 48, 64, 96, 128, 256, 512, 1024]
-LEARNING_RATES = [round(10 ** (-3.5 + 2.5 * i / 7), 8) for i in range(8)]  # 3.2e-4 .. 1e-1
+POWERS_OF_TWO = [16, 32, 64, 128, 256, 512, 1024]  # what bstune's spaces search
+
+
+def log_grid(lo: float, hi: float, n: int = 8) -> list[float]:
+    a, b = math.log10(lo), math.log10(hi)
+    return [round(10 ** (a + (b - a) * i / (n - 1)), 8) for i in range(n)]
+
+
+LEARNING_RATES = log_grid(10**-3.5, 0.1)  # 3.2e-4 .. 1e-1, for AdamW
+SGD_RATES = log_grid(1e-3, 1.0)  # SGD with momentum 0.9 wants larger rates
 
 TASKS: dict[str, dict] = {
     "names": {"script": "examples/lstm.py", "budget": 6.0, "epochs": [1, 2, 4]},
@@ -46,6 +68,24 @@ TASKS: dict[str, dict] = {
         "batch_sizes": [16, 32, 48, 64, 128, 256, 512, 1024],
     },
     "digits": {"script": "benchmarks/curves/digits_mlp.py", "budget": 2.0, "epochs": [5, 15, 40]},
+    # Own loops (train(hp, run)): the batch sizes bstune searches, powers of two.
+    "digits_cnn": {
+        "script": "benchmarks/curves/digits_cnn.py", "budget": 3.0, "epochs": [10, 25, 60],
+        "batch_sizes": POWERS_OF_TWO, "learning_rates": SGD_RATES,
+    },
+    "cancer_mlp": {
+        "script": "benchmarks/curves/cancer_mlp.py", "budget": 1.0, "epochs": [20, 60, 200],
+        "batch_sizes": POWERS_OF_TWO, "learning_rates": SGD_RATES,
+    },
+    "names_cnn": {"script": "benchmarks/curves/names_cnn.py", "budget": 4.0, "epochs": [1, 3, 8], "batch_sizes": POWERS_OF_TWO},
+    "polarity_bow": {
+        "script": "benchmarks/curves/polarity_bow.py", "budget": 3.0, "epochs": [3, 10, 30],
+        "batch_sizes": POWERS_OF_TWO, "learning_rates": log_grid(1e-2, 10.0), "corpus": "sentence_polarity",
+    },
+    "polarity_cnn": {
+        "script": "benchmarks/curves/polarity_cnn.py", "budget": 4.0, "epochs": [2, 5, 15],
+        "batch_sizes": POWERS_OF_TWO, "corpus": "sentence_polarity",
+    },
 }
 
 
@@ -65,7 +105,7 @@ def polarity_tsv(shared: Path) -> Path:
 
 
 def grid(spec: dict) -> list[tuple[int, float, int]]:
-    configs = [(b, lr, e) for b in BATCH_SIZES for lr in LEARNING_RATES for e in spec["epochs"]]
+    configs = [(b, lr, e) for b in BATCH_SIZES for lr in spec.get("learning_rates", LEARNING_RATES) for e in spec["epochs"]]
     # A fixed shuffle: a recording stopped early still covers the whole grid thinly.
     random.Random(0).shuffle(configs)
     sizes = spec.get("batch_sizes", BATCH_SIZES)
@@ -96,23 +136,39 @@ def record(name: str, limit: int | None, threads: int) -> None:
     options = {}
     if spec.get("corpus"):
         options["corpus"] = str(polarity_tsv(ROOT.parent / "shared"))
-    task = load_task(ROOT / spec["script"], options)
-    trainer = Trainer(task, device="cpu", seed=0)
+    own_loop = load_task(ROOT / spec["script"]).owns_loop
+    if own_loop:  # the script's own train(hp, run); its corpus, if any, is a module setting
+        task = load_task(ROOT / spec["script"])
+        if "corpus" in options:
+            task.module.CORPUS = options["corpus"]
+        train = task.get("train")
+        n_train = n_valid = None
+    else:
+        task = load_task(ROOT / spec["script"], options)
+        train = Trainer(task, device="cpu", seed=0)
+        data = train.data()
+        n_train, n_valid = data.n_train, int(data.x_valid.shape[0])
     path = CURVES / f"{name}.jsonl"
     have = done_keys(path)
     if not path.exists():
-        data = trainer.data()
+        if own_loop:  # what the script trains on: its data as the loop sees it
+            xt, _, xv, _ = (task.module.data_for(task.module.CORPUS) if "corpus" in options else task.module._data())[:4]
+            n_train, n_valid = len(xt), len(xv)
         meta = {
             "task": name,
             "script": spec["script"],
             "options": {k: ("<sentence_polarity as TSV>" if k == "corpus" else v) for k, v in options.items()},
             "budget": spec["budget"],
-            "n_train": data.n_train,
-            "n_valid": int(data.x_valid.shape[0]),
+            "n_train": n_train,
+            "n_valid": n_valid,
             "batch_sizes": spec.get("batch_sizes", BATCH_SIZES),
-            "learning_rates": LEARNING_RATES,
+            "learning_rates": spec.get("learning_rates", LEARNING_RATES),
             "epochs": spec["epochs"],
-            "trainer": "bstune.train.Trainer(device='cpu', seed=0), defaults otherwise",
+            "trainer": (
+                "the script's train(hp, run) (benchmarks/curves/_hand_loop.py)"
+                if own_loop
+                else "bstune.train.Trainer(device='cpu', seed=0), defaults otherwise"
+            ),
             "threads": threads,
             "torch": torch.__version__,
             "machine": f"{platform.machine()} {os.cpu_count()} cores",
@@ -132,7 +188,7 @@ def record(name: str, limit: int | None, threads: int) -> None:
         t0 = time.perf_counter()
         try:
             with run:
-                trainer(hp, run)
+                train(hp, run)
         except optuna.TrialPruned:
             pass  # diverged: the curve up to the NaN is the record
         c = run.curve
