@@ -146,9 +146,8 @@ PrunerOption = Annotated[
     str,
     typer.Option(
         "--pruner",
-        help="default (bstune's for the mode: divergence, slow or target-time, gain-bound, and one "
-        "async-halving rung at a quarter of the budget, after the start-up sweep, or of a target's "
-        "--time-budget), none, "
+        help="default (bstune's for the mode: divergence, slow or target-time, and gain-bound: stops only "
+        "what a stated bound says cannot win, ranks nothing), none, "
         "divergence, gain-bound, time-aligned, async-halving, target-time, slow, or Optuna's median, "
         "successive-halving, hyperband.",
     ),

@@ -115,8 +115,7 @@ class Target:
         limit: The most seconds of training a trial may take to reach it (``None``: no limit; a
             trial trains until its planned epochs end). A trial still short of the target at the
             limit stops there as a miss, and its learning-rate schedule ends at the limit, as in a
-            time-budget study. With a limit the default pruning also ranks trials at fractions of it
-            (:class:`bstune.pruners.AsyncHalvingPruner`).
+            time-budget study; :class:`bstune.pruners.AsyncHalvingPruner` ranks at fractions of it.
         metric_direction: Whether a higher validation metric is better.
         metric_name: What the metric is called in reports and on the dashboard.
         clock: ``"train"`` counts time inside training steps; ``"wall"`` counts everything.

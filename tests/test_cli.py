@@ -85,9 +85,9 @@ def test_target_mode_values_are_seconds_to_target(cli, tmp_path):
         assert t.value == pytest.approx(t.user_attrs["curve"]["train_s"][first])
 
 
-def test_target_with_a_time_budget_limits_each_trial_and_ranks_at_fractions_of_it(cli, tmp_path):
+def test_target_with_a_time_budget_limits_each_trial(cli, tmp_path):
     """--target with --time-budget: a trial that has not reached the target after the budget stops
-    there, a miss; bstune's default pruning then includes asynchronous halving on that limit."""
+    there, a miss; bstune's default pruning stays the same bounds (no ranking at the limit's rungs)."""
     code, out, err = cli(
         "optimize", BLOBS, "--target", "0.999", "--time-budget", "0.3", "--n-trials", "2",
         "--storage", "sqlite:///x.db", "--task-option", "n_samples=2000", "--pruner", "none",
@@ -104,7 +104,7 @@ def test_target_with_a_time_budget_limits_each_trial_and_ranks_at_fractions_of_i
     assert all(not t.user_attrs["reached_target"] and t.constraints["target_shortfall"] > 0 for t in study.trials)
     from bstune.pruners import AsyncHalvingPruner, make_pruner
 
-    assert any(isinstance(p, AsyncHalvingPruner) for p in make_pruner("default", bstune.Target(0.9, limit=1)).pruners)
+    assert not any(isinstance(p, AsyncHalvingPruner) for p in make_pruner("default", bstune.Target(0.9, limit=1)).pruners)
     assert not any(isinstance(p, AsyncHalvingPruner) for p in make_pruner("default", bstune.Target(0.9)).pruners)
 
 
@@ -292,9 +292,10 @@ def test_seed_timeout_clock_and_micro_batch_options_take_effect(cli, tmp_path):
     assert 1 <= len(trials) < 40
     # --seed: the trainer seeds trial n with seed + n.
     assert [t.user_attrs["seed"] for t in trials] == [7 + t.number for t in trials]
-    # --clock wall: the study's mode and every trial's time count the wall clock.
+    # --clock wall: the study's mode counts the wall clock (what a wall-clock budget does to each
+    # trial is tested on a fake clock, tests/test_run.py: here a trial may stop a fraction of a
+    # step short of 0.3 s, by how fast this machine is).
     assert study.user_attrs["clock"] == "wall"
-    assert all(t.user_attrs["wall_s"] >= 0.3 for t in trials if t.user_attrs["stop_reason"] == "budget")
     # --micro-batch-size: larger batches accumulate micro-batches of 8.
     big = [t for t in trials if t.user_attrs["batch_size"] > 8]
     assert big and all(t.user_attrs["micro_batch_size"] == 8 for t in big)

@@ -33,45 +33,33 @@ PRUNER_NAMES = (
 
 
 def default_pruner(mode: Mode) -> AnyPruner:
-    """bstune's pruning for ``mode``: stop what cannot win, and rank once, at a quarter of the limit.
+    """bstune's pruning for ``mode``: stop what cannot win, by a bound you can state; rank nothing.
 
-    * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`GainBoundPruner`,
-      :class:`AsyncHalvingPruner` with one rung, at a quarter of the budget, for the trials after
-      the start-up sweep (``skip_sweep=True``: the sweep's trials measure each batch size whole).
-    * Target: :class:`DivergencePruner`, :class:`TargetTimePruner`, :class:`GainBoundPruner`,
-      and with a per-trial ``limit`` also :class:`AsyncHalvingPruner` with one rung, at a quarter
-      of the limit (target studies have no sweep).
+    * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`GainBoundPruner`.
+    * Target (with or without a per-trial ``limit``): :class:`DivergencePruner`,
+      :class:`TargetTimePruner`, :class:`GainBoundPruner`.
 
-    Each rule is stated: a diverged trial, a pace that fits too few evaluations into the
-    budget, a trial that has trained longer than the best time-to-target, a trial that even the
-    largest gain a finished trial made from the same point of its schedule would leave behind, a
-    trial outside the top quarter of what the trials before it had at a quarter of the limit (each
-    trial is ranked there once). Ranking at several rungs stopped eventual winners on recorded
-    learning curves (``benchmarks/RESULTS_search.md``). One rung at a quarter after the sweep, over
-    30 seeds on three recorded tasks in time-budget studies, was as good as or better than the
-    default without it at every fraction of the tuning budget (better beyond chance on digits at
-    half and all of it), and left the best configuration found at half and all of the tuning
-    budget as good as or better than every baseline's. Ranking the sweep's trials too cost at a
-    tenth of the budget and left fewer batch sizes measured for the report. A rung judges a trial
-    against the trials before it, so a good configuration that starts slowly and comes after faster
-    ones can be stopped; the search found as good ones with the time it saved. A second rung at a
-    sixteenth (Ray Tune's default) never found the fastest configuration of one task in a quarter
-    of the target runs (it starts slowly); a target study without a limit has no quarter to rank at.
+    Each stop is stated: a diverged trial, a pace that fits too few evaluations into the budget, a
+    trial that has trained longer than the best time-to-target so far (it can no longer be the
+    fastest), a trial that even three times the largest gain a finished trial made from the same
+    point of its schedule would leave behind. Nothing is stopped for merely ranking low early:
+    learning curves cross (small batches, schedules that decay late, one evaluation an epoch), and
+    on recorded learning curves a halving rung at a quarter of the limit, even one that waits until
+    the study's own trials show early values rank final ones, did harm on tasks it was not tuned on
+    and gained nothing beyond the seeds' luck where it waited (``benchmarks/RESULTS_search.md``).
+    Add ranking yourself where you know it is safe, e.g.
+    ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner(n_rungs=1, min_rank_correlation=0.8))``.
 
     Example:
         >>> from bstune import Target, TimeBudget
         >>> [type(p).__name__ for p in default_pruner(TimeBudget(30)).pruners]
-        ['DivergencePruner', 'SlowTrialPruner', 'GainBoundPruner', 'AsyncHalvingPruner']
-        >>> [type(p).__name__ for p in default_pruner(Target(0.9)).pruners][-1]
-        'GainBoundPruner'
+        ['DivergencePruner', 'SlowTrialPruner', 'GainBoundPruner']
+        >>> [type(p).__name__ for p in default_pruner(Target(0.9, limit=60)).pruners]
+        ['DivergencePruner', 'TargetTimePruner', 'GainBoundPruner']
     """
     if isinstance(mode, Target):
-        if mode.limit is not None:
-            return AnyPruner(DivergencePruner(), TargetTimePruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))
         return AnyPruner(DivergencePruner(), TargetTimePruner(), GainBoundPruner())
-    return AnyPruner(
-        DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1, skip_sweep=True)
-    )
+    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner())
 
 
 def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:

@@ -30,7 +30,7 @@ def rank_correlation(x: list[float], y: list[float]) -> float:
     either has a single distinct value.
 
     Example:
-        >>> rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]), rank_correlation([1, 1], [2, 3])
+        >>> round(rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]), 6), rank_correlation([1, 1], [2, 3])
         (0.8, nan)
     """
 
@@ -77,19 +77,11 @@ class AsyncHalvingPruner(ExplainingPruner):
     has completed. (Not the median: once fast trials reach the target, it shrinks the rungs toward
     the fastest time-to-target.)
 
-    In :func:`bstune.default_pruner` of a time-budget study (after the start-up sweep) and of a
-    target study with a limit, with one rung (at a quarter of the budget or the limit). Measured on
-    recorded learning curves (``benchmarks/RESULTS_search.md``, 30 seeds): in target studies it
-    found fast configurations sooner on two tasks (an LSTM on names and on sentence polarity) and
-    changed nothing on the third (an MLP on digits); in time-budget studies the best configuration
-    found was as good or better at every fraction of the tuning budget on all three (clearly better
-    on digits). The second rung at a sixteenth stopped the fastest names configuration, a slow
-    starter, in a quarter of the target runs, and left budget studies on polarity and digits stuck
-    short of the best. With the longest completed trial as ``max_t`` instead, it missed the fastest
-    digits configuration (its trials reach the target in a few hundredths of a second, and rungs
-    that close to the start fall on early values that are noise). Choose it alone with
-    ``--pruner async-halving`` (two rungs) or combine it, e.g.
-    ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner())``.
+    Not in :func:`bstune.default_pruner`: on recorded learning curves a rung at a quarter of the
+    limit, ranking always, stopped eventual winners on tasks it was not tuned on
+    (``benchmarks/RESULTS_search.md``). Choose it alone with ``--pruner async-halving`` (two
+    rungs) or add it to the default, e.g.
+    ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner(n_rungs=1, min_rank_correlation=0.8))``.
 
     With ``min_rank_correlation``, a rung ranks only where this study's own trials show that a
     value there ranks trials as their final values do: the completed trials that reported at or
@@ -206,7 +198,9 @@ class AsyncHalvingPruner(ExplainingPruner):
         if len(peers) < self.n_min_trials:
             return None
         rho, n_ranked = self.rank_agreement(study, rung)
-        if self.min_rank_correlation is not None and not (n_ranked >= self.n_min_ranked and rho >= self.min_rank_correlation):
+        if self.min_rank_correlation is not None and not (
+            n_ranked >= self.n_min_ranked and rho >= self.min_rank_correlation
+        ):
             return None  # this study has not shown that a value at the rung ranks final ones
         q = 1.0 - 1.0 / self.reduction_factor
         if direction == StudyDirection.MINIMIZE:
