@@ -4,6 +4,7 @@ Not a test: it prints a Markdown table (committed with the command in ``RESULTS_
 
     python benchmarks/overshoot.py                       # about 4 minutes on two cores
     python benchmarks/overshoot.py --budget 1 --repeats 3
+    python benchmarks/overshoot.py --threads 0            # torch's own thread count, as bstune optimize trains
 
 bstune's built-in ``Trainer`` reads the clock and its stop conditions every few steps, planned
 from the step times it measured. When the machine gets busy (here: ``--busy`` processes spinning in
@@ -71,13 +72,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--busy", type=int, default=2, help="busy processes beside the loaded rows (default 2)")
     parser.add_argument("--before", default="847dbcd", help="the revision whose trainer is the 'before' column")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1; 0: torch's own choice)")
     args = parser.parse_args()
     import torch
 
     from bstune import load_task
     from bstune.train import Trainer
 
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     before = _trainer_before(args.before)
     tasks = {
         "mlp_blobs": load_task(ROOT / "examples" / "mlp_blobs.py"),
@@ -85,7 +88,10 @@ def main() -> None:
     }
     for t in tasks.values():  # data loads and first-call imports outside the timed runs
         one(Trainer, t, 64, 0.05)
-    print(f"budget {args.budget:g} s, {args.repeats} repeats each, medians (max in brackets); busy = {args.busy} spinning processes\n")
+    print(
+        f"budget {args.budget:g} s, {args.repeats} repeats each, medians (max in brackets); busy = {args.busy} spinning "
+        f"processes; {torch.get_num_threads()} torch threads\n"
+    )
     print("| task | batch | machine | overshoot before, s | overshoot now, s | mean step now, s | overshoot / step now |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for load in (0, args.busy):
