@@ -13,6 +13,13 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """Say the random order's seed even under -q (pytest-randomly prints it in the header -q hides)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and getattr(config.option, "randomly_reorganize", True):
+        terminalreporter.write_line(f"tests ran in a random order: repeat it with --randomly-seed={seed}")
+
+
 def shared_data(name: str) -> Path:
     """A data set from ../shared/data: skipped when absent, except under CI, where that fails."""
     path = SHARED_DATA / name

@@ -15,6 +15,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -38,14 +39,15 @@ def run_once(extra: list[str], n_busy: int) -> tuple[int, str, str, float]:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", *extra], cwd=ROOT, capture_output=True, text=True, check=False
-        )
+            [sys.executable, "-m", "pytest", "-q", *extra], cwd=ROOT, capture_output=True, text=True, check=False,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal, even when started with &
+        )  # fmt: skip
     finally:
         stop.set()
         for p in busy:
             p.join()
     out = proc.stdout + proc.stderr
-    seed = re.search(r"--randomly-seed=(\d+)", out)
+    seed = re.search(r"--randomly-seed=(\d+)", out)  # tests/conftest.py prints it under -q
     lines = [ln for ln in out.splitlines() if re.search(r"\d+ (passed|failed)", ln)]
     failed = [ln for ln in out.splitlines() if ln.startswith("FAILED") or ln.startswith("ERROR")]
     summary = (lines[-1] if lines else "no summary line") + ("".join("\n    " + f for f in failed))

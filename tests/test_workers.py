@@ -132,9 +132,18 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    # As from a terminal: a shell starts background jobs with SIGINT ignored, children inherit
+    # that, and the Ctrl-C tests would then wait out their timeout (pytest started with `&`).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _optimize(cwd: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "bstune", "optimize", str(TASK), "--device", "cpu", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
