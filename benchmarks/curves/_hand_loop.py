@@ -11,11 +11,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import bstune
+
+_LSTM = Path(__file__).resolve().parents[2] / "examples" / "lstm.py"
+_TEXT: dict[str | None, tuple] = {}
+
+
+def text_data(corpus: str | None = None) -> tuple:
+    """``examples/lstm.py``'s data (its names, character level; or ``corpus``, a label<TAB>text
+    file, word level) and its vocabulary size, loaded once per process."""
+    if corpus not in _TEXT:
+        module = bstune.load_task(_LSTM).module
+        _TEXT[corpus] = (*module.data(corpus=corpus), module._N_TOKENS)
+    return _TEXT[corpus]
 
 
 def schedule(kind: str, total_steps: int) -> Callable[[int], float]:

@@ -13,21 +13,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hand_loop import fit  # noqa: E402
+from _hand_loop import fit, text_data  # noqa: E402
 
 DEFAULTS = {"time_budget": 4, "n_trials": 12}
-_DATA = None
-_LSTM = Path(__file__).resolve().parents[2] / "examples" / "lstm.py"
-
-
-def _data():
-    global _DATA
-    if _DATA is None:
-        import bstune
-
-        module = bstune.load_task(_LSTM).module
-        _DATA = (*module.data(), module._N_TOKENS)
-    return _DATA
+_data = text_data  # the names, as examples/lstm.py reads them, and the vocabulary size
 
 
 class CharCNN(nn.Module):

@@ -15,21 +15,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _hand_loop import fit  # noqa: E402
+from _hand_loop import fit, text_data  # noqa: E402
 
 DEFAULTS = {"time_budget": 4, "n_trials": 12}
 CORPUS = ""  # the corpus as label<TAB>text, set by the recorder
-_DATA: dict = {}
-_LSTM = Path(__file__).resolve().parents[2] / "examples" / "lstm.py"
-
-
-def data_for(corpus: str):
-    if corpus not in _DATA:
-        import bstune
-
-        module = bstune.load_task(_LSTM).module
-        _DATA[corpus] = (*module.data(corpus=corpus), module._N_TOKENS)
-    return _DATA[corpus]
+data_for = text_data  # the corpus at word level, as examples/lstm.py reads it, and the vocabulary size
 
 
 class WordCNN(nn.Module):
