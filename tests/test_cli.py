@@ -141,7 +141,7 @@ def test_a_script_that_owns_its_loop(cli, tmp_path):
         "--study-name",
         "s",
         "--pruner",
-        "none",  # the default's halving rung may stop the second trial, behind the first at 0.125 s
+        "none",  # pruning may stop the second trial (the slow-trial pruner, on a busy machine)
     )
     assert code == 0, err
     trials = _load(tmp_path).trials
@@ -169,11 +169,11 @@ def test_tune_is_the_command_from_python(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     console = Console(record=True, width=150)
-    study = bstune.tune(BLOBS, time_budget=0.3, n_trials=2, storage="sqlite:///t.db", console=console)
+    # No pruning: on a busy machine the slow-trial pruner may stop a trial whose evaluations come
+    # too seldom for the 0.3 s budget, and what is tested here is the road from Python, not pruning.
+    study = bstune.tune(BLOBS, time_budget=0.3, n_trials=2, storage="sqlite:///t.db", console=console, pruner="none")
     assert study.study_name == "mlp_blobs-budget-0.3s"  # named as the command names it
-    states = [t.state for t in study.trials]  # the default's halving rung may stop the second
-    assert states[0] == optuna.trial.TrialState.COMPLETE and len(states) == 2
-    assert states[1] in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     text = console.export_text()
     assert "[2/2]" in text and "Best configurations" in text
     with pytest.raises(bstune.BstuneError, match="--n-trials must be an integer of at least 1; got 0"):

@@ -95,7 +95,7 @@ def test_unconfirmed_ranking_says_it_is_from_single_runs():
 
 def test_optimize_confirm_trains_the_best_again_unpruned_and_confirm_adds_only_what_is_missing(cli, tmp_path):
     args = ("--time-budget", "0.3", "--storage", "sqlite:///c.db", "--study-name", "s")
-    # No pruning in the search: two completed trials to confirm, whatever the halving rung would rank.
+    # No pruning in the search: two completed trials to confirm, whatever the machine's speed.
     code, out, err = cli("optimize", BLOBS, "--n-trials", "4", "--confirm", "2", "--confirm-top", "2", "--pruner",
                          "none", *args)
     assert code == 0, err + out
