@@ -239,6 +239,63 @@ def optimize(
     )
 
 
+@app.command(name="study-batch")
+def study_batch(
+    script: ScriptArgument,
+    time_budget: TimeBudgetOption = None,
+    target: TargetOption = None,
+    batch_sizes: Annotated[
+        Optional[str],
+        typer.Option("--batch-sizes", help="Comma-separated batch sizes to compare, three or more (default: powers "
+                     "of two spread over the space, as many as --max-trials allows, none past a size that ran out of memory)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Runs at each batch size's best learning rate beyond the first (the seed band).")] = 2,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", help="The most trials the batch-size study may use; a rerun with a larger one goes on.")
+    ] = 24,
+    space: SpaceOption = None,
+    storage: NewStorageOption = None,
+    study_name: NewStudyName = None,
+    clock: ClockOption = "train",
+    device: DeviceOption = "auto",
+    micro_batch_size: MicroBatchOption = None,
+    seed: SeedOption = 0,
+    compile_model: CompileOption = False,
+    amp: AmpOption = None,
+    task_option: TaskOptions = None,
+    artifact_dir: ArtifactDirOption = None,
+    workers: WorkersOption = 1,
+    max_consecutive_failures: MaxFailuresOption = 3,
+    heartbeat_interval: HeartbeatOption = 10,
+    debug: DebugOption = False,
+) -> None:
+    """Measure how batch size matters for the task in SCRIPT, each batch size at its own best learning rate.
+
+    For each batch size: a few learning rates around its best (bracketed, then the peak fitted),
+    then more runs at that rate with other seeds. The report then answers with intervals: the best
+    metric per batch size with its seed band, the exponent of the best learning rate against batch
+    size (none, square root or linear?), and in target mode the steps to the target per batch size.
+    The trials go into the same study as bstune optimize (same --study-name default), reusing its
+    trials where they fit; the cost is printed before the first trial.
+    """
+    from bstune.tuning import tune
+
+    sizes = None
+    if batch_sizes is not None:
+        try:
+            sizes = [int(x) for x in batch_sizes.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise BstuneError(f"--batch-sizes must be comma-separated integers, e.g. 16,64,256; got {batch_sizes!r}") from None
+    tune(
+        script, time_budget=time_budget, target=target, space=space, n_trials=0, storage=storage,
+        study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size, seed=seed,
+        compile=compile_model, amp=amp, pruner="none", task_options=_parse_options(task_option or []),
+        artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
+        heartbeat_interval=heartbeat_interval, design="batch", batch_sizes=sizes, seeds=seeds,
+        max_trials=max_trials, debug=debug,
+    )
+
+
 @app.command(name="confirm")
 def confirm_command(
     script: Annotated[Path, typer.Argument(help="The task script the study was made with.")],

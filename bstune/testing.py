@@ -72,6 +72,9 @@ class SyntheticTask:
         evals_per_epoch: Evaluations (reports) per epoch.
         noise: Standard deviation of the evaluation noise.
         seed: Seed of the evaluation noise.
+        lr_exponent: The best learning rate goes as ``batch ** lr_exponent`` (0.5: square root).
+        run_noise: Standard deviation of a per-run offset drawn from the seed and the trial's
+            number: two runs of one configuration differ by it, as two seeds of real training do.
     """
 
     n_train: int = 20_000
@@ -85,10 +88,12 @@ class SyntheticTask:
     evals_per_epoch: int = 4
     noise: float = 0.002
     seed: int = 0
+    lr_exponent: float = 0.5
+    run_noise: float = 0.0
     clock: FakeClock = field(default_factory=FakeClock)
 
     def best_lr(self, batch_size: int) -> float:
-        return self.best_lr_at_64 * math.sqrt(batch_size / 64)
+        return self.best_lr_at_64 * (batch_size / 64) ** self.lr_exponent
 
     def ceiling(self, hp: Hyperparams) -> float:
         """The accuracy this configuration converges to."""
@@ -114,6 +119,9 @@ class SyntheticTask:
 
     def __call__(self, hp: Hyperparams, run: Run) -> None:
         rng = random.Random(self.seed * 1_000_003 + hp.batch_size * 7919 + int(hp.learning_rate * 1e9))
+        offset = 0.0
+        if self.run_noise:
+            offset = random.Random(f"{self.seed}-{run.trial.number}").gauss(0.0, self.run_noise)
         planned = hp.epochs * self.n_train
         chunk = max(self.n_train // self.evals_per_epoch, hp.batch_size)
         steps_per_chunk = max(chunk // hp.batch_size, 1)
@@ -127,7 +135,7 @@ class SyntheticTask:
             progress = run.progress(planned)
             if self.diverges(hp):
                 run.report(self.chance, loss=math.nan, epoch=run.samples_seen / self.n_train)
-            acc = self.accuracy(hp, run.samples_seen, progress) + rng.gauss(0.0, self.noise)
+            acc = self.accuracy(hp, run.samples_seen, progress) + rng.gauss(0.0, self.noise) + offset
             loss = -math.log(max(acc, 1e-6))
             run.report(acc, loss=loss, epoch=run.samples_seen / self.n_train)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,10 +74,20 @@ def resolve_mode(
     return mode
 
 
+def default_study_name(task: Task, mode: TimeBudget | Target, *, probe: bool = False) -> str:
+    """The study ``bstune optimize`` and ``bstune study-batch`` use unless told: script and mode."""
+    from bstune.objectives import Target
+
+    tag = f"budget-{mode.budget:g}s" if hasattr(mode, "budget") else f"target-{mode.target:g}"
+    if isinstance(mode, Target) and mode.limit is not None:
+        tag += f"-limit-{mode.limit:g}s"
+    return f"{task.name}-{tag}" + ("-probe" if probe else "")
+
+
 def _check_arguments(a: dict[str, Any]) -> None:
     """Every refusal before anything is loaded or written."""
     check_positive("--time-budget", a["time_budget"])
-    if not (a["n_trials"] == 0 and a["confirm"]):  # --n-trials 0 --confirm K: confirm an existing study only
+    if not (a["n_trials"] == 0 and (a["confirm"] or a["design"])):  # --n-trials 0: confirm or design only
         check_positive("--n-trials", a["n_trials"], integer=True)
     check_positive("--timeout", a["timeout"])
     check_positive("--micro-batch-size", a["micro_batch_size"], integer=True)
@@ -94,6 +104,16 @@ def _check_arguments(a: dict[str, Any]) -> None:
         raise BstuneError(f"--pruner must be one of {', '.join(PRUNER_NAMES)}; got {a['pruner']!r}")
     check_positive("--max-consecutive-failures", a["max_consecutive_failures"], integer=True)
     check_positive("--heartbeat-interval", a["heartbeat_interval"], integer=True)
+    if a["design"] not in (None, "batch"):
+        raise BstuneError(f"design must be None or 'batch'; got {a['design']!r}")
+    for b in a["batch_sizes"] or ():
+        check_positive("--batch-sizes", b, integer=True)
+    check_positive("--seeds", a["seeds"], integer=True)
+    check_positive("--max-trials", a["max_trials"], integer=True)
+    if a["design"] is not None:
+        from bstune.design import DEFAULT_MAX_TRIALS, check_design_options
+
+        check_design_options(a["batch_sizes"], a["seeds"], a["max_trials"] or DEFAULT_MAX_TRIALS)
 
 
 @dataclass
@@ -136,6 +156,10 @@ def tune(
     probe: bool = False,
     confirm: int = 0,
     confirm_top: int = 3,
+    design: str | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    seeds: int = 2,
+    max_trials: int | None = None,
     debug: bool = False,
     console: Console | None = None,
 ) -> optuna.Study:
@@ -147,6 +171,11 @@ def tune(
     ``bstune optimize`` option of the same name (see ``bstune optimize --help``); ``probe`` is
     ``--probe``, ``compile`` is ``--compile``, ``amp`` is ``--amp``/``--no-amp`` (``None``: the
     script's ``DEFAULTS["amp"]``, else bf16 autocast on CUDA and off on the CPU).
+
+    ``design="batch"`` runs the batch-size study (:mod:`bstune.design`; ``bstune study-batch``)
+    after the ``n_trials`` of the search (0 for none): ``batch_sizes`` (default: spread over the
+    space), ``seeds`` more runs at each batch size's chosen rate, at most ``max_trials`` trials
+    (default :data:`bstune.design.DEFAULT_MAX_TRIALS`), pruning off.
 
     Returns:
         The study.
@@ -175,19 +204,15 @@ def tune(
     if amp is None and task.defaults.get("amp") is False:
         amp = False  # the script's DEFAULTS: float32 on CUDA too (True is the default on CUDA already)
     mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)
-    from bstune.objectives import Target
-
-    if study_name is None:
-        tag = f"budget-{mode.budget:g}s" if hasattr(mode, "budget") else f"target-{mode.target:g}"
-        if isinstance(mode, Target) and mode.limit is not None:
-            tag += f"-limit-{mode.limit:g}s"
-        study_name = f"{task.name}-{tag}" + ("-probe" if probe else "")
+    study_name = study_name if study_name is not None else default_study_name(task, mode, probe=probe)
     spec = {
         "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
         "storage": storage, "study_name": study_name, "seed": seed, "micro_batch_size": micro_batch_size,
         "heartbeat_interval": heartbeat_interval, "debug": debug, "pruner": pruner, "compile": compile,
         "amp": amp,
     }
+    if design is not None and n_trials is None:
+        n_trials = 0  # the design alone unless a search is asked for too
     job = _open(task, mode, spec, space=space, n_trials=n_trials, device=device, probe=probe, plans=plans,
                 console=console if console is not None else _default_console())
     job.timeout, job.max_consecutive_failures = timeout, max_consecutive_failures
@@ -195,6 +220,8 @@ def tune(
     try:
         if job.n_trials:
             _search(job, job.n_trials)
+        if design == "batch":
+            _design_phase(job, batch_sizes=batch_sizes, seeds=seeds, max_trials=max_trials)
         if confirm:
             _confirm_phase(job, confirm, confirm_top)
     except KeyboardInterrupt as e:
@@ -378,6 +405,61 @@ def _confirm_phase(job: _Job, seeds: int, top: int) -> None:
                  callbacks=[job.progress.on_trial_end], max_consecutive_failures=job.max_consecutive_failures)
     else:
         _run_workers(job, n_trials=len(queued), timeout=None, spec={**job.spec, "pruner": "none"})
+
+
+def _design_phase(job: _Job, *, batch_sizes: Sequence[int] | None, seeds: int, max_trials: int | None) -> None:
+    """``design="batch"``: the batch-size study, its cost said first, pruning off."""
+    from bstune.confirmation import without_pruning
+    from bstune.design import DEFAULT_MAX_TRIALS, next_round, plan_design, run_design
+    from bstune.space import load_space
+    from bstune.study import optimize
+
+    space = load_space(job.spec["space"])
+    design = plan_design(job.study, space, batch_sizes=batch_sizes, seeds=seeds,
+                         max_trials=max_trials or DEFAULT_MAX_TRIALS)
+    first = next_round(job.study, design, space)
+    fixed = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in design.fixed.items())
+    per = _seconds_per_trial(job)
+    expected = design.expected_trials()
+    cost = f"about {per * expected / 60:.0f} min" if per is not None else "time unknown until a trial finishes"
+    if per is not None and per * expected < 90:
+        cost = f"about {per * expected:.0f} s"
+    job.console.print(
+        f"batch-size study: batch sizes {', '.join(map(str, design.batch_sizes))}, each at 3 or more learning rates "
+        f"a factor {design.step:g} apart, then {design.seeds + 1} runs at its best; fixed: {fixed}. "
+        f"Expected {expected} trials ({cost}), at most {design.max_trials} (--max-trials)"
+        + (f"; {len(first)} to run in the first round" if first else "; already complete"),
+        soft_wrap=True, markup=False,
+    )
+    if not first:
+        return
+
+    def run_trials(n: int) -> None:
+        job.progress.n_trials, job.progress.done = n, 0
+        if job.plans is None:
+            optimize(without_pruning(job.study), job.objective, n_trials=n, callbacks=[job.progress.on_trial_end],
+                     max_consecutive_failures=job.max_consecutive_failures)
+        else:
+            _run_workers(job, n_trials=n, timeout=None, spec={**job.spec, "pruner": "none"})
+
+    run_design(job.study, design, space, run_trials,
+               log=lambda line: job.console.print(line, markup=False, soft_wrap=True))
+
+
+def _seconds_per_trial(job: _Job) -> float | None:
+    """Wall seconds a trial of this study is expected to take: the median of its finished trials,
+    else the budget (or a target's limit) plus a quarter and a second for evaluation and start-up."""
+    import statistics
+
+    import optuna
+
+    done = [(t.datetime_complete - t.datetime_start).total_seconds()
+            for t in job.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.datetime_start is not None and t.datetime_complete is not None]
+    if done:
+        return statistics.median(done)
+    limit = job.progress.mode.trial_limit
+    return 1.25 * limit + 1.0 if limit else None
 
 
 def _run_workers(job: _Job, *, n_trials: int, timeout: float | None, spec: dict[str, Any]) -> None:

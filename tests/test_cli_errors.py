@@ -39,7 +39,8 @@ FILES = {
 }
 
 E = "bstune: error: "
-#: (what is wrong, arguments after `bstune optimize`, exit code, message; a trailing "..." = prefix)
+#: (what is wrong, arguments after `bstune optimize` (or after `bstune` when they start with another
+#: command), exit code, message; a trailing "..." = prefix)
 ROWS = [
     ("option: zero budget", "task.py --time-budget 0", 1, E + "--time-budget must be a number greater than 0; got 0"),
     ("option: target with a zero limit", "task.py --target 0.9 --time-budget 0", 1,
@@ -68,6 +69,14 @@ ROWS = [
      "use --device cuda to give each of the 2 workers its own GPU"),
     ("option: unknown device", "task.py --workers 2 --device tpu", 1,
      E + "--device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    ("study-batch: two batch sizes", "study-batch task.py --batch-sizes 16,64", 1,
+     E + "--batch-sizes must list three or more positive batch sizes; got [16, 64]"),
+    ("study-batch: not integers", "study-batch task.py --batch-sizes 16,x,64", 1,
+     E + "--batch-sizes must be comma-separated integers, e.g. 16,64,256; got '16,x,64'"),
+    ("study-batch: zero seeds", "study-batch task.py --seeds 0", 1, E + "--seeds must be an integer of at least 1; got 0"),
+    ("study-batch: too few trials", "study-batch task.py --batch-sizes 16,64,256 --max-trials 12", 1,
+     E + "--max-trials 12 is too few for 3 batch sizes with 2 more seed(s) each (18 trials at the least); "
+     "raise it, or pass fewer --batch-sizes or --seeds"),
     ("option: zero failures allowed", "task.py --max-consecutive-failures 0", 1,
      E + "--max-consecutive-failures must be an integer of at least 1; got 0"),
     ("option: zero heartbeat", "task.py --heartbeat-interval 0", 1,
@@ -130,7 +139,7 @@ def test_bad_input_gives_one_line_and_an_exit_code(
     folder: Path, capsys: pytest.CaptureFixture[str], what: str, args: str, code: int, message: str
 ) -> None:
     with pytest.raises(SystemExit, match=rf"^{code}$"):
-        main(["optimize", *args.split()])
+        main(_command(args))
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -142,13 +151,18 @@ def test_bad_input_gives_one_line_and_an_exit_code(
     assert not list(folder.glob("*.db")) and not list(folder.glob("*.log"))  # nothing was created
 
 
+def _command(args: str) -> list[str]:
+    words = args.split()
+    return words if words[0] in ("study-batch",) else ["optimize", *words]
+
+
 def _markdown_rows() -> list[str]:
-    return [f"| {what} | `bstune optimize {args}` | {code} | `{message}` |" for what, args, code, message in ROWS]
+    return [f"| {what} | `bstune {' '.join(_command(args))}` | {code} | `{message}` |" for what, args, code, message in ROWS]
 
 
 def test_docs_show_the_same_table() -> None:
     text = DOCS.read_text()
     block = re.search(r"<!-- errors:table -->\n(.*?)<!-- /errors:table -->", text, re.S)
     assert block is not None, "docs/errors.md lacks the errors:table markers"
-    shown = [line for line in block.group(1).splitlines() if line.startswith("| ") and "`bstune optimize" in line]
+    shown = [line for line in block.group(1).splitlines() if line.startswith("| ") and "`bstune " in line]
     assert shown == _markdown_rows(), "\n" + "\n".join(_markdown_rows())

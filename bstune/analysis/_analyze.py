@@ -33,6 +33,7 @@ import optuna
 
 from bstune.analysis._answers import answer_questions
 from bstune.analysis._confirmations import confirmations
+from bstune.analysis._design import DESIGN_ATTR, read_design
 from bstune.analysis._equal import equal_footing
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.analysis._report import BatchSizeRow, FrontPoint, Recommendation, Report, TrialSummary
@@ -145,10 +146,17 @@ def _time_to(curve_t: Sequence[float], curve_m: Sequence[float], target: float, 
 def _importance(study: optuna.Study, n_complete: int) -> tuple[dict[str, float], str | None]:
     if n_complete < 2:
         return {}, "parameter importance needs at least two finished trials"
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    # A parameter held fixed (the batch-size study holds all but batch size and learning rate)
+    # explains nothing; left in, the forest would still give it a share.
+    varied = [k for k in {k for t in done for k in t.params}
+              if len({repr(t.params.get(k)) for t in done}) > 1]
+    if not varied:
+        return {}, "parameter importance: no parameter varied across the finished trials"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = optuna.importance.get_param_importances(study)
+            imp = optuna.importance.get_param_importances(study, params=sorted(varied))
     except Exception as e:  # importance is an extra; a study it cannot read still gets its report
         return {}, f"parameter importance could not be computed ({type(e).__name__}: {e})"
     out = {k: float(v) for k, v in imp.items() if math.isfinite(v)}
@@ -247,6 +255,10 @@ def analyze(
     report.equal_footing = equal_footing(summaries, rows)
     report.confirmations = confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
                                           target_mode=not budget_mode)
+    plan = attrs.get(DESIGN_ATTR)
+    if isinstance(plan, dict):
+        report.design = read_design(all_trials, summaries, plan, maximize=maximize,
+                                    target=study_target if not budget_mode else None)
     probe = attrs.get("probe")
     report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)
     return report

@@ -41,6 +41,10 @@ FIGURE_IDS = {
     "examples": "bstune-equal-examples",
 }
 
+#: The figures of a batch-size study, saved only on a study that holds one.
+DESIGN_FIGURE_IDS = {"design_best": "bstune-design-best", "design_lr": "bstune-design-lr",
+                     "design_steps": "bstune-design-steps"}
+
 #: The study user attribute that remembers where the study's artifacts are.
 ARTIFACT_DIR_ATTR = "artifact_dir"
 
@@ -87,7 +91,8 @@ def publish_report(
             study.set_metric_names([mode.value_name])
         save_note(study, format_report(report, "markdown"))
         figs = figures(report)
-        ids = [save_plotly_graph_object(study, figs[name], graph_object_id=gid) for name, gid in FIGURE_IDS.items()]
+        ids = [save_plotly_graph_object(study, figs[name], graph_object_id=gid)
+               for name, gid in {**DESIGN_FIGURE_IDS, **FIGURE_IDS}.items() if name in figs]
         artifacts: dict[str, str] = {}
         if artifact_dir is not None:
             artifacts = _upload(study, report, Path(artifact_dir))

@@ -51,6 +51,37 @@ def _headline(r: Report) -> list[str]:
     return [f"Study {r.study_name!r}: {what}; {r.n_trials} trials ({counts})."]
 
 
+def _design_section(r: Report, value: str) -> tuple[str, list[str], list[list[str]]]:
+    """The batch-size study's table: per batch size its search, fitted rate and seed band."""
+    m = r.metric_name
+    design_rows: list[list[str]] = []
+    d = r.design
+    if d is not None:
+        peaks = {p.batch_size: p for p in d.peaks}
+        results = {x.batch_size: x for x in d.results}
+        for b in d.batch_sizes:
+            pk, x = peaks.get(b), results.get(b)
+            interval = f"{_lr(pk.low)} - {_lr(pk.high)}" if pk is not None and math.isfinite(pk.low) else (
+                "not bracketed" if pk is not None else "-")
+            design_rows.append([
+                str(b), str(len(pk.tried)) if pk is not None else "0", _lr(pk.learning_rate) if pk is not None else "-",
+                interval, str(len(x.values)) + (f" (+{x.missed} missed)" if x and x.missed else "") if x else "0",
+                _f(x.mean) if x else "-", _f(x.std) if x else "-",
+                ("best" if x.within_noise is None else "within noise" if x.within_noise else "behind") if x else "-",
+                _f(x.at_examples) if x else "-",
+                *([_f(x.steps, ",.0f") if x else "-"] if r.mode == "target" else []),
+            ])
+    design_header = ["batch", "rates tried", "best rate (fitted)", "95% interval", "runs at it", f"mean {value}",
+                     "seed sd", "against the best", f"{m} at {d.examples:,.0f} examples" if d is not None and
+                     math.isfinite(d.examples) else f"{m} at equal examples"] + (
+                         ["steps to target"] if r.mode == "target" else [])
+    law = d.law if d is not None else None
+    law_text = (f"; best rate ~ batch^{law.exponent:.2f} (95% interval {law.low:.2f} to {law.high:.2f})"
+                if law is not None else "")
+    return (f"Batch-size study: each batch size at its own best learning rate, then {d.seeds if d else 0} more "
+            f"seed(s) there{law_text}", design_header, design_rows)
+
+
 def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of each table, as strings shared by the table and Markdown formats."""
     m = r.metric_name
@@ -115,7 +146,9 @@ def _sections(r: Report) -> list[tuple[str, list[str], list[list[str]]]]:
          "best" if c.within_noise is None else "within noise" if c.within_noise else "behind"]
         for c in r.confirmations
     ]
+    design_section = _design_section(r, value)
     return [
+        design_section,
         ("Confirmed configurations: each trained again with other seeds; mean and spread (standard deviation) "
          "of the runs, and whether the difference to the best mean is within two standard errors",
          ["trial", "batch", "learning rate", "epochs", "runs", f"mean {value}", "spread", "min - max", "against the best"],
@@ -158,7 +191,7 @@ def _markdown(r: Report) -> str:
     if r.answers:
         out += ["## Answers", ""] + [f"- **{a.question}** {a.answer} *({a.evidence})*" for a in r.answers] + [""]
     for title, header, rows in _sections(r):
-        if not rows and title.startswith(("Confirmed", "Batch sizes at equal")):
+        if not rows and title.startswith(("Confirmed", "Batch sizes at equal", "Batch-size study")):
             continue  # sections that exist only once there is something to show
         out += [f"## {title}", ""]
         if not rows:
@@ -205,6 +238,12 @@ def _csv(r: Report) -> str:
         put("confirmation", {"trial": c.trial, "batch_size": c.batch_size, "learning_rate": c.learning_rate,
                              "epochs": c.epochs, "runs": " ".join(str(n) for n in c.runs), "mean": c.mean,
                              "std": c.std, "within_noise": "" if c.within_noise is None else c.within_noise})
+    if r.design is not None:
+        for res in r.design.results:
+            put("batch_study", {"batch_size": res.batch_size, "learning_rate": res.learning_rate,
+                                "runs": " ".join(str(n) for n in res.trials), "mean": res.mean, "std": res.std,
+                                "within_noise": "" if res.within_noise is None else res.within_noise,
+                                "at_examples": res.at_examples})
     if r.equal_footing is not None:
         for row in r.equal_footing.rows:
             put("equal_footing", row._asdict())

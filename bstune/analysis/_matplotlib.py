@@ -189,6 +189,55 @@ def _batch_sizes(report: Report, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _design(report: Report, path: Path) -> Path:
+    """The batch-size study: the best per batch size with seed bands, and the best learning rate
+    per batch size with its interval, the fitted rule and the two reference slopes."""
+    d = report.design
+    assert d is not None
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    a1, a2 = fig.subplots(1, 2)
+    target_mode = report.mode == "target"
+    res = [x for x in d.results if math.isfinite(x.mean)]
+    by_number = {s.number: s for s in report.trials}
+    for x in res:
+        ys = [by_number[n].time_s if target_mode else by_number[n].metric for n in x.trials if n in by_number]
+        a1.scatter([x.batch_size] * len(ys), ys, s=14, color=_ANYTIME, zorder=2)
+    a1.errorbar([x.batch_size for x in res], [x.mean for x in res],
+                yerr=[x.std if math.isfinite(x.std) else 0.0 for x in res], fmt="o-", color=_FRONT, capsize=4,
+                label="mean ± seed sd at its best rate", zorder=3)
+    a1.set_ylabel(f"seconds to {report.metric_name} {report.target:g}" if target_mode else report.metric_label)
+    a1.set_title("Best per batch size, each at its own learning rate", fontsize=10)
+    ok = [p for p in d.peaks if p.bracketed]
+    a2.errorbar([p.batch_size for p in ok], [p.learning_rate for p in ok],
+                yerr=[[p.learning_rate - p.low if math.isfinite(p.low) else 0.0 for p in ok],
+                      [p.high - p.learning_rate if math.isfinite(p.high) else 0.0 for p in ok]],
+                fmt="D", color=_FRONT, capsize=4, label="best rate (fitted), 95% interval", zorder=3)
+    edge = [p for p in d.peaks if not p.bracketed]
+    if edge:
+        a2.scatter([p.batch_size for p in edge], [p.learning_rate for p in edge], marker="D", facecolors="none",
+                   edgecolors=_FRONT, s=50, label="best tried, not bracketed")
+    law = d.law
+    if law is not None:
+        lo, hi = min(law.batch_sizes), max(law.batch_sizes)
+        mid = math.sqrt(lo * hi)
+        a2.plot([lo, hi], [law.predict(lo), law.predict(hi)], "k-", lw=1.4,
+                label=f"fit: B^{law.exponent:.2f} ({law.low:.2f} to {law.high:.2f})")
+        for k, style, label in ((0.5, "--", "square root"), (1.0, ":", "linear")):
+            a2.plot([lo, hi], [law.predict(mid) * (lo / mid) ** k, law.predict(mid) * (hi / mid) ** k], style,
+                    color="#7f7f7f", label=label)
+    _log_y(a2, [p.learning_rate for p in d.peaks] or [1e-3], "learning rate", "{:.0e}")
+    a2.set_title("Best learning rate against batch size", fontsize=10)
+    for ax in (a1, a2):
+        _log2_x(ax, list(d.batch_sizes))
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        if not d.peaks:
+            _note(ax, "no batch-size study results yet")
+    fig.suptitle(f"Batch-size study: {report.study_name}", fontsize=12)
+    return _save(fig, path)
+
+
 def _importance(report: Report, path: Path) -> Path:
     items = sorted(report.importance.items(), key=lambda kv: kv[1])
     fig = Figure(figsize=(7, 1.2 + 0.5 * max(len(items), 1)), layout="constrained")
@@ -202,11 +251,13 @@ def _importance(report: Report, path: Path) -> Path:
 
 
 def write_png(report: Report, directory: str | Path) -> list[Path]:
-    """Write ``front.png``, ``curves.png``, ``batch_sizes.png`` and ``importance.png`` into
-    ``directory`` (created if missing) and return their paths."""
+    """Write ``front.png``, ``curves.png``, ``batch_sizes.png`` and ``importance.png`` (and
+    ``batch_study.png`` for a study holding a batch-size study) into ``directory`` (created if
+    missing) and return their paths."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     return [
+        *([_design(report, out / "batch_study.png")] if report.design is not None else []),
         _front(report, out / "front.png"),
         _curves(report, out / "curves.png"),
         _batch_sizes(report, out / "batch_sizes.png"),

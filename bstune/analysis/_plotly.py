@@ -16,7 +16,7 @@ from bstune.analysis._format import _headline, _sections
 from bstune.analysis._report import Report, TrialSummary
 
 __all__ = [
-    "batch_size_figures", "curves_figure", "equal_training_figure", "figures", "front_figure", "importance_figure",
+    "batch_size_figures", "curves_figure", "design_best_figure", "design_lr_figure", "design_steps_figure", "equal_training_figure", "figures", "front_figure", "importance_figure",
     "write_html",
 ]
 
@@ -220,6 +220,100 @@ def batch_size_figures(report: Report) -> dict[str, go.Figure]:
     }
 
 
+def design_best_figure(report: Report) -> go.Figure:
+    """The batch-size study: each batch size's runs at its own best learning rate, their mean and
+    seed band (± one standard deviation), and every learning-rate search point in grey."""
+    fig = go.Figure()
+    d = report.design
+    target_mode = report.mode == "target"
+    y_title = f"seconds to {report.metric_name} {report.target:g}" if target_mode else report.metric_label
+    if d is not None:
+        by_number = {s.number: s for s in report.trials}
+        chosen = {n for x in d.results for n in x.trials}
+        search = [s for s in report.trials if s.batch_size in d.batch_sizes and s.number not in chosen
+                  and s.state == "complete" and math.isfinite(s.metric if not target_mode else s.time_s)]
+        fig.add_trace(go.Scatter(
+            x=[s.batch_size for s in search], y=[s.time_s if target_mode else s.metric for s in search],
+            mode="markers", marker={"color": _GREY, "size": 6}, name="learning-rate search (other rates)",
+            text=[_hover(s) for s in search], hoverinfo="text+y"))
+        runs = [by_number[n] for x in d.results for n in x.trials if n in by_number]
+        fig.add_trace(go.Scatter(
+            x=[s.batch_size for s in runs], y=[s.time_s if target_mode else s.metric for s in runs], mode="markers",
+            marker={"color": _ANYTIME, "size": 7}, name="runs at the batch size's best rate",
+            text=[_hover(s) for s in runs], hoverinfo="text+y"))
+        res = [x for x in d.results if math.isfinite(x.mean)]
+        sd = [x.std if math.isfinite(x.std) else 0.0 for x in res]
+        fig.add_trace(go.Scatter(
+            x=[x.batch_size for x in res], y=[x.mean for x in res], mode="lines+markers",
+            marker={"color": _FRONT, "size": 10}, line={"color": _FRONT},
+            error_y={"type": "data", "array": sd, "visible": True, "color": _FRONT},
+            name="mean ± seed sd", text=[f"batch {x.batch_size}, lr {x.learning_rate:.2e}, {len(x.values)} runs"
+                                         for x in res], hoverinfo="text+y"))
+    return _batch_layout(fig, report, "Batch-size study: best per batch size, each at its own learning rate",
+                         y_title, log_y=target_mode,
+                         empty=None if d is not None and d.results else "no batch-size study results yet")
+
+
+def design_lr_figure(report: Report) -> go.Figure:
+    """The batch-size study: each batch size's fitted best learning rate with its 95% interval, the
+    fitted rule, and the square-root and linear slopes through the rule's middle for reference."""
+    fig = go.Figure()
+    d = report.design
+    if d is not None:
+        tried = [s for s in report.trials if s.batch_size in d.batch_sizes and s.learning_rate]
+        fig.add_trace(go.Scatter(x=[s.batch_size for s in tried], y=[s.learning_rate for s in tried], mode="markers",
+                                 marker={"color": _GREY, "size": 5}, name="rates tried",
+                                 text=[_hover(s) for s in tried], hoverinfo="text"))
+        ok = [p for p in d.peaks if p.bracketed]
+        fig.add_trace(go.Scatter(
+            x=[p.batch_size for p in ok], y=[p.learning_rate for p in ok], mode="markers",
+            marker={"color": _FRONT, "size": 11, "symbol": "diamond"}, name="best rate (fitted) with 95% interval",
+            error_y={"type": "data", "symmetric": False, "visible": True, "color": _FRONT,
+                     "array": [p.high - p.learning_rate if math.isfinite(p.high) else 0.0 for p in ok],
+                     "arrayminus": [p.learning_rate - p.low if math.isfinite(p.low) else 0.0 for p in ok]}))
+        edge = [p for p in d.peaks if not p.bracketed]
+        if edge:
+            fig.add_trace(go.Scatter(x=[p.batch_size for p in edge], y=[p.learning_rate for p in edge], mode="markers",
+                                     marker={"color": _FRONT, "size": 11, "symbol": "diamond-open"},
+                                     name="best rate tried, peak not bracketed"))
+        law = d.law
+        if law is not None:
+            lo, hi = min(law.batch_sizes), max(law.batch_sizes)
+            mid = math.sqrt(lo * hi)
+            fig.add_trace(go.Scatter(x=[lo, hi], y=[law.predict(lo), law.predict(hi)], mode="lines",
+                                     line={"color": "black"},
+                                     name=f"fit: lr ~ B^{law.exponent:.2f} ({law.low:.2f} to {law.high:.2f})"))
+            for k, dash, label in ((0.5, "dash", "square root, B^0.5"), (1.0, "dot", "linear, B^1")):
+                fig.add_trace(go.Scatter(
+                    x=[lo, hi], y=[law.predict(mid) * (lo / mid) ** k, law.predict(mid) * (hi / mid) ** k],
+                    mode="lines", line={"color": "#7f7f7f", "dash": dash}, name=label))
+    return _batch_layout(fig, report, "Batch-size study: best learning rate against batch size",
+                         "learning rate (log scale)", log_y=True,
+                         empty=None if d is not None and d.peaks else "no batch-size study results yet")
+
+
+def design_steps_figure(report: Report) -> go.Figure:
+    """Target mode: mean optimizer steps to the target per batch size, each at its own best rate,
+    on log-log axes with the line of perfect scaling (steps halve as the batch doubles)."""
+    fig = go.Figure()
+    d = report.design
+    rows = [x for x in (d.results if d is not None else []) if math.isfinite(x.steps)]
+    if rows:
+        fig.add_trace(go.Scatter(x=[x.batch_size for x in rows], y=[x.steps for x in rows], mode="lines+markers",
+                                 marker={"color": _FRONT, "size": 10}, name="mean steps to the target"))
+        b0, s0 = rows[0].batch_size, rows[0].steps
+        xs = [r.batch_size for r in rows]
+        fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[s0, s0 * b0 / xs[-1]], mode="lines",
+                                 line={"color": "#7f7f7f", "dash": "dash"}, name="perfect scaling"))
+        if d is not None and d.stops_paying is not None:
+            fig.add_vline(x=d.stops_paying, line={"color": "black", "dash": "dot"},
+                          annotation_text=f"more batch stops paying past {d.stops_paying}")
+    target = f"{report.metric_name} {report.target:g}" if report.target is not None else "the target"
+    return _batch_layout(fig, report, f"Batch-size study: steps to {target} per batch size",
+                         "optimizer steps (log scale)", log_y=True,
+                         empty=None if rows else "no batch size reached the target at its chosen rate yet")
+
+
 def equal_training_figure(report: Report, axis: str = "examples") -> go.Figure:
     """The best finished trial of each batch size against examples seen (``axis="examples"``) or
     optimizer steps (``"steps"``), with the common amount the report compares them at."""
@@ -264,9 +358,14 @@ def importance_figure(report: Report) -> go.Figure:
 
 
 def figures(report: Report) -> dict[str, go.Figure]:
-    """All figures by name: front, curves, batch_best, batch_time, batch_lr, batch_throughput,
-    examples, steps, importance."""
+    """All figures by name: design_best and design_lr (a study holding a batch-size study only),
+    front, curves, batch_best, batch_time, batch_lr, batch_throughput, examples, steps, importance."""
+    design = {"design_best": design_best_figure(report), "design_lr": design_lr_figure(report)} if (
+        report.design is not None) else {}
+    if report.design is not None and report.mode == "target":
+        design["design_steps"] = design_steps_figure(report)
     return {
+        **design,
         "front": front_figure(report),
         "curves": curves_figure(report),
         **batch_size_figures(report),
@@ -295,7 +394,7 @@ def write_html(report: Report, path: str | Path) -> Path:
     parts += [f"<p><em>note: {html.escape(m)}</em></p>" for m in report.messages]
     first = True
     figs = figures(report)
-    order = ["front", "recommendations", "curves", "batch_best", "batch_time", "batch_lr", "batch_throughput",
+    order = [*(name for name in ("design_best", "design_lr", "design_steps") if name in figs), "front", "recommendations", "curves", "batch_best", "batch_time", "batch_lr", "batch_throughput",
              "examples", "steps", "importance"]
     sections = {title: (header, rows) for title, header, rows in _sections(report)}
     for name in order:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from bstune.analysis._confirmations import Confirmation
+from bstune.analysis._design import DesignReport
 from bstune.analysis._equal import EqualFooting
 from bstune.analysis._scaling import ScalingFit
 
@@ -123,6 +124,7 @@ class Report:
     answers: list[Answer] = field(default_factory=list)
     equal_footing: EqualFooting | None = None
     confirmations: list[Confirmation] = field(default_factory=list)
+    design: DesignReport | None = None
 
     @property
     def maximize(self) -> bool:
@@ -168,6 +170,7 @@ class Report:
             "answers": [a._asdict() for a in self.answers],
             "equal_footing": None,
             "confirmations": [c._asdict() for c in self.confirmations],
+            "design": self.design.to_dict() if self.design is not None else None,
         }
         if self.equal_footing is not None:
             eq = self.equal_footing._asdict()
