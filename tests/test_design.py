@@ -302,3 +302,20 @@ def test_a_space_that_scales_the_rate_keeps_every_planned_rate_inside_its_batch_
         assert 1e-4 <= t.params["base_learning_rate"] <= 3e-2
     d = analyze(study, importance=False).design
     assert d is not None and not d.unfinished
+
+
+def test_study_batch_runs_its_rounds_on_worker_processes(tmp_path):
+    script = ROOT / "tests" / "data" / "synthetic_task.py"  # the exact rule lr ~ batch^0.5, no noise
+    cmd = [sys.executable, "-m", "bstune", "study-batch", str(script), "--workers", "2", "--storage",
+           f"journal:{tmp_path / 'w.log'}", "--study-name", "w"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("2 workers:") >= 3  # one start per round, every round on the workers
+    from bstune.study import resolve_storage
+
+    study = optuna.load_study(study_name="w", storage=resolve_storage(f"journal:{tmp_path / 'w.log'}"))
+    # Trained in the worker processes: each was given its share of the cores (one thread each).
+    assert {t.user_attrs.get("test_omp_threads") for t in study.trials} == {"1"}
+    d = analyze(study, importance=False).design
+    assert d is not None and not d.unfinished and d.law is not None
+    assert d.law.exponent == pytest.approx(0.5, abs=0.02)
