@@ -157,8 +157,9 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
 
 
 def _postgres_driver(url: str) -> str:
-    """``postgresql://`` with the driver that is installed (SQLAlchemy 2.1 assumes psycopg 3;
-    the ``bstune[postgres]`` extra installs psycopg2), and ``postgres://`` as an alias."""
+    """``postgresql://`` as SQLAlchemy means it (psycopg 3, what ``bstune[postgres]`` installs),
+    or with the psycopg2 driver when only that one is installed; ``postgres://`` as an alias. An
+    explicit driver (``postgresql+psycopg2://``) is kept."""
     import importlib.util
 
     scheme, sep, rest = url.partition("://")

@@ -35,19 +35,18 @@ class Server:
     run_as: list[str]
     bindir: str
 
-    def url(self, database: str = "postgres", password: str = PASSWORD) -> str:
+    def url(self, database: str = "postgres", password: str = PASSWORD, scheme: str = "postgresql") -> str:
+        """The URL as the README writes it (plain ``postgresql://``: psycopg 3), or with another scheme."""
         from urllib.parse import quote
 
-        return f"postgresql+psycopg2://{USER}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
+        return f"{scheme}://{USER}:{quote(password, safe='')}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=USER, password=PASSWORD, dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=USER, password=PASSWORD, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:
@@ -78,9 +77,9 @@ def _free_port() -> int:
 def start() -> Server:
     """Start a private server; raise :class:`Unavailable` with the reason when it cannot."""
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401
     except ImportError:
-        raise Unavailable("the psycopg2 driver is not installed (pip install 'bstune[postgres]')") from None
+        raise Unavailable("the psycopg driver is not installed (pip install 'bstune[postgres]')") from None
     bindir = _bindir()
     root = Path(tempfile.mkdtemp(prefix="bstune-pg-"))
     run_as: list[str] = []

@@ -470,3 +470,52 @@ def test_a_worker_builds_its_trainer_as_the_command_asked(tmp_path: Path, traine
         torch.set_num_threads(threads)  # the worker sets its own; this process keeps its own
     seen = trainer_calls[-1]
     assert seen["compile"] is True and seen["amp"] is False and seen["device"] == "cpu"
+
+
+def test_the_readme_postgresql_url_opens_in_bstune_optuna_and_optuna_dashboard(postgres, tmp_path: Path) -> None:
+    """The several-machines recipe as written: BSTUNE_STORAGE='postgresql://...' for bstune, then
+    the same URL in optuna.load_study and in the optuna-dashboard command; and an explicit
+    postgresql+psycopg2:// URL still works for bstune."""
+    import json
+    import socket
+    import urllib.request
+
+    url = postgres.create_database("recipe")
+    assert url.startswith("postgresql://")
+    done = subprocess.run([sys.executable, "-m", "bstune", "optimize", str(TASK), "--n-trials", "2",
+                           "--study-name", "shared"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=_env(BSTUNE_STORAGE=url))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(optuna.load_study(study_name="shared", storage=url).trials) == 2  # no bstune in between
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import shutil
+
+    command = Path(sys.executable).parent / "optuna-dashboard"  # the command pip installed beside this Python
+    command_path = str(command) if command.exists() else shutil.which("optuna-dashboard")
+    assert command_path, "the optuna-dashboard command is not installed"
+    dashboard = subprocess.Popen([command_path, url, "--host", "127.0.0.1", "--port", str(port)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with opener.open(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
+                    studies = json.loads(resp.read())["study_summaries"]
+                break
+            except OSError:
+                assert dashboard.poll() is None, dashboard.stdout.read() if dashboard.stdout else ""
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer within 60 s"
+                time.sleep(0.5)
+        assert [s["study_name"] for s in studies] == ["shared"]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+    old = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    done = subprocess.run([sys.executable, "-m", "bstune", "report", "--storage", old, "--study-name", "shared",
+                           "--format", "json"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["n_trials"] == 2
+    assert _postgres.PASSWORD not in done.stdout + done.stderr
