@@ -74,6 +74,10 @@ class Progress:
         thr_s = f"{thr:,.0f} samples/s" if isinstance(thr, (int, float)) else ""
         best = _best(study)
         best_s = f"best {_fmt_value(self.mode, best.value)} (#{best.number})" if best is not None else "best -"
+        disturbed = ua.get("disturbed")
+        if isinstance(disturbed, dict):  # bstune.analysis._disturbed marked it when it ended
+            thr_s += (f" (disturbed: {disturbed.get('ratio', 0):.2f} of the {disturbed.get('reference', 0):,.0f} its batch "
+                      "size's other trials reached)")
         self.console.print(
             f"[{count}] #{trial.number:<3} batch {batch_s:<6} lr {lr_s}  epochs {epochs}  "
             f"-> {shown}  [{reason}]  {ua.get('train_s', 0):.1f} s  {thr_s}  | {best_s}",

@@ -189,6 +189,11 @@ ConfirmOption = Annotated[
         metavar="K",
     ),
 ]
+RetryDisturbedOption = Annotated[
+    bool,
+    typer.Option("--retry-disturbed", help="Train a trial's configuration again, once, when it trained at under a fifth "
+                 "of the throughput its batch size's other trials reached (the machine was busy)."),
+]
 ConfirmTopOption = Annotated[
     int, typer.Option("--confirm-top", help="How many of the best configurations --confirm trains again.")
 ]
@@ -219,6 +224,7 @@ def optimize(
     probe_first: ProbeFirstOption = False,
     confirm: ConfirmOption = 0,
     confirm_top: ConfirmTopOption = 3,
+    retry_disturbed: RetryDisturbedOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Search batch size, learning rate and epochs for the task in SCRIPT.
@@ -235,7 +241,7 @@ def optimize(
         seed=seed, compile=compile_model, amp=amp, pruner=pruner, task_options=_parse_options(task_option or []),
         artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
         heartbeat_interval=heartbeat_interval, probe=probe_first, confirm=confirm, confirm_top=confirm_top,
-        debug=debug,
+        retry_disturbed=retry_disturbed, debug=debug,
     )
 
 
@@ -267,6 +273,7 @@ def study_batch(
     workers: WorkersOption = 1,
     max_consecutive_failures: MaxFailuresOption = 3,
     heartbeat_interval: HeartbeatOption = 10,
+    retry_disturbed: RetryDisturbedOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Measure how batch size matters for the task in SCRIPT, each batch size at its own best learning rate.
@@ -292,7 +299,7 @@ def study_batch(
         compile=compile_model, amp=amp, pruner="none", task_options=_parse_options(task_option or []),
         artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
         heartbeat_interval=heartbeat_interval, design="batch", batch_sizes=sizes, seeds=seeds,
-        max_trials=max_trials, debug=debug,
+        max_trials=max_trials, retry_disturbed=retry_disturbed, debug=debug,
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 
 from bstune.analysis._design import DESIGN_ATTR, ROLE_ATTR, DesignPoint, fit_peaks
+from bstune.analysis._disturbed import DISTURBED_ATTR
 from bstune.errors import BstuneError
 from bstune.space import SearchSpace
 
@@ -305,9 +306,11 @@ def _points(study: optuna.Study, design: BatchDesign, space: SearchSpace) -> tup
             continue
         if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(ROLE_ATTR) is None:
             continue  # another search's failure: not a point of this one
-        tried[b].append(lr)
         if t.user_attrs.get(ROLE_ATTR) == "seed":
             chosen[b] = lr
+        if t.user_attrs.get(DISTURBED_ATTR):
+            continue  # it measured a busy machine: the next round trains that rate again
+        tried[b].append(lr)
         if t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING):
             pending.add(b)
         elif t.state == optuna.trial.TrialState.COMPLETE:

@@ -412,6 +412,7 @@ def make_objective(
     clock: Callable[[], float] | None = None,
     on_report: Callable[[optuna.Trial, CurvePoint], None] | None = None,
     micro_batch_size: int | None = None,
+    retry_disturbed: bool = False,
 ) -> Callable[[optuna.Trial], float]:
     """The Optuna objective for a task: suggest, train inside a :class:`Run`, return its value.
 
@@ -424,6 +425,10 @@ def make_objective(
     (constraint violated) and pruned; memory is freed and the study goes on. A later trial of the
     same model whose micro-batch is at least as large is recorded the same way without training
     (:func:`bstune.pruners.known_out_of_memory`).
+
+    A trial that trained far slower than its batch size's other trials is marked disturbed when it
+    ends (:mod:`bstune.analysis._disturbed`); with ``retry_disturbed`` its configuration is queued
+    again, once.
     """
     if isinstance(task, Task):
         train_fn = task.get("train")
@@ -466,12 +471,33 @@ def make_objective(
                     raise RuntimeError("train() returned without calling run.report(metric)")
         except Exception as e:
             if not is_oom(e):
+                _check_disturbed(trial, retry_disturbed)
                 raise
             free_memory()
             raise optuna.TrialPruned(f"out of memory at batch size {hp.batch_size}") from None
+        _check_disturbed(trial, retry_disturbed)
         return run.value
 
     return objective
+
+
+def _check_disturbed(trial: optuna.Trial, retry: bool) -> None:
+    """Mark ``trial`` disturbed when it trained far slower than its batch size's other trials, and
+    with ``retry`` queue its configuration again (once: a retry is not retried)."""
+    from bstune.analysis._disturbed import DISTURBED_ATTR, RETRY_ATTR, SLOW_RATIO, disturbance
+
+    if not isinstance(trial, optuna.Trial):
+        return  # a FixedTrial or a bare trial: no study to compare with
+    study = trial.study
+    others = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    me = study._storage.get_trial(trial._trial_id)
+    d = disturbance(me, others)
+    if d is None or d.ratio >= SLOW_RATIO:
+        return
+    trial.set_user_attr(DISTURBED_ATTR, {"throughput": round(d.throughput, 3), "reference": round(d.reference, 3),
+                                         "ratio": round(d.ratio, 4), "others": d.others})
+    if retry and me.user_attrs.get(RETRY_ATTR) is None:
+        study.enqueue_trial(dict(me.params), user_attrs={RETRY_ATTR: trial.number})
 
 
 def _perf_counter() -> float:

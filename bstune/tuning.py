@@ -160,6 +160,7 @@ def tune(
     batch_sizes: Sequence[int] | None = None,
     seeds: int = 2,
     max_trials: int | None = None,
+    retry_disturbed: bool = False,
     debug: bool = False,
     console: Console | None = None,
 ) -> optuna.Study:
@@ -176,6 +177,9 @@ def tune(
     after the ``n_trials`` of the search (0 for none): ``batch_sizes`` (default: spread over the
     space), ``seeds`` more runs at each batch size's chosen rate, at most ``max_trials`` trials
     (default :data:`bstune.design.DEFAULT_MAX_TRIALS`), pruning off.
+
+    ``retry_disturbed`` queues the configuration of a trial that trained far slower than its batch
+    size's other trials (:mod:`bstune.analysis._disturbed`) again, once.
 
     Returns:
         The study.
@@ -209,7 +213,7 @@ def tune(
         "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
         "storage": storage, "study_name": study_name, "seed": seed, "micro_batch_size": micro_batch_size,
         "heartbeat_interval": heartbeat_interval, "debug": debug, "pruner": pruner, "compile": compile,
-        "amp": amp,
+        "amp": amp, "retry_disturbed": retry_disturbed,
     }
     if design is not None and n_trials is None:
         n_trials = 0  # the design alone unless a search is asked for too
@@ -283,7 +287,7 @@ def _open(
     objective = None
     if plans is None:
         objective = make_objective(task, the_space, mode, trainer=trainer, on_report=progress.on_report,
-                                   micro_batch_size=spec["micro_batch_size"])
+                                   micro_batch_size=spec["micro_batch_size"], retry_disturbed=spec["retry_disturbed"])
     return _Job(console, progress, study, plans, spec, objective, n_trials)
 
 

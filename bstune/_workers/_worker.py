@@ -168,4 +168,5 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
         trainer.data()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(plan["threads"]))
-    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=spec.get("micro_batch_size"))
+    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=spec.get("micro_batch_size"),
+                                 retry_disturbed=bool(spec.get("retry_disturbed", False)))

@@ -34,6 +34,7 @@ import optuna
 from bstune.analysis._answers import answer_questions
 from bstune.analysis._confirmations import confirmations
 from bstune.analysis._design import DESIGN_ATTR, read_design
+from bstune.analysis._disturbed import disturbed_trials
 from bstune.analysis._equal import equal_footing
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.analysis._report import BatchSizeRow, FrontPoint, Recommendation, Report, TrialSummary
@@ -233,7 +234,16 @@ def analyze(
 
     front, anytime, flat, reference, hv, a_hv = _fronts(summaries, finished, mode, maximize)
     recs = _recommend(finished, flat, budgets, maximize)
-    rows, tt_target = _batch_sizes(summaries, target if target is not None else study_target, maximize)
+    # A trial that trained far slower than its batch size's others measured the busy machine, not
+    # the batch size: the batch-size answers rest on the others.
+    disturbed = disturbed_trials(all_trials)
+    clean = [s for s in summaries if s.number not in disturbed]
+    for d in disturbed.values():
+        messages.append(
+            f"trial #{d.trial} (batch {d.batch_size}) trained at {d.throughput:,.0f} samples/s, {d.ratio:.2f} of the "
+            f"{d.reference:,.0f} its batch size's {d.others} other trials reached: it was disturbed (the machine was "
+            "busy), so the batch-size answers leave it out")
+    rows, tt_target = _batch_sizes(clean, target if target is not None else study_target, maximize)
     best_rows = [r for r in rows if r.best_learning_rate is not None]
     fit = fit_scaling([r.batch_size for r in best_rows], [r.best_learning_rate or 0.0 for r in best_rows])
     if rows and fit is None:
@@ -252,12 +262,14 @@ def analyze(
         hypervolume=hv, anytime_hypervolume=a_hv, recommendations=recs, batch_sizes=rows, lr_scaling=fit,
         importance=imp, messages=messages,
     )
-    report.equal_footing = equal_footing(summaries, rows)
+    report.equal_footing = equal_footing(clean, rows)
+    report.disturbed = list(disturbed.values())
     report.confirmations = confirmations(all_trials, summaries, maximize=maximize if budget_mode else False,
                                           target_mode=not budget_mode)
     plan = attrs.get(DESIGN_ATTR)
     if isinstance(plan, dict):
-        report.design = read_design(all_trials, summaries, plan, maximize=maximize,
+        kept = [(t, s) for t, s in zip(all_trials, summaries, strict=True) if s.number not in disturbed]
+        report.design = read_design([t for t, _ in kept], [s for _, s in kept], plan, maximize=maximize,
                                     target=study_target if not budget_mode else None)
     probe = attrs.get("probe")
     report.answers = answer_questions(report, probe if isinstance(probe, dict) else None)

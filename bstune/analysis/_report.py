@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from bstune.analysis._confirmations import Confirmation
 from bstune.analysis._design import DesignReport
+from bstune.analysis._disturbed import Disturbance
 from bstune.analysis._equal import EqualFooting
 from bstune.analysis._scaling import ScalingFit
 
@@ -125,6 +126,7 @@ class Report:
     equal_footing: EqualFooting | None = None
     confirmations: list[Confirmation] = field(default_factory=list)
     design: DesignReport | None = None
+    disturbed: list[Disturbance] = field(default_factory=list)
 
     @property
     def maximize(self) -> bool:
@@ -171,6 +173,7 @@ class Report:
             "equal_footing": None,
             "confirmations": [c._asdict() for c in self.confirmations],
             "design": self.design.to_dict() if self.design is not None else None,
+            "disturbed": [d._asdict() for d in self.disturbed],
         }
         if self.equal_footing is not None:
             eq = self.equal_footing._asdict()
