@@ -222,6 +222,27 @@ BREAKS = [
         "            pass\n",
         ("tests/test_pruners.py::test_slow_trial_pruner_lets_a_schedule_that_ends_before_its_next_evaluation_finish",),
     ),
+    Break(
+        "a batch size's peak interval uses the standard error without Student's t",
+        "bstune/analysis/_design.py",
+        "            half = _t975(dof) * se\n",
+        "            half = se\n",
+        ("tests/test_design.py::test_a_batch_sizes_peak_and_its_interval_match_the_hand_computed_least_squares",),
+    ),
+    Break(
+        "a disturbed trial stays in the batch-size answers",
+        "bstune/analysis/_analyze.py",
+        "    clean = [s for s in summaries if s.number not in disturbed]\n",
+        "    clean = list(summaries)\n",
+        ("tests/test_disturbed.py::test_the_report_leaves_a_disturbed_trial_out_of_the_batch_size_answers_and_says_why",),
+    ),
+    Break(
+        "no trial counts as disturbed, however slow",
+        "bstune/analysis/_disturbed.py",
+        "        if d is not None and d.ratio < SLOW_RATIO:\n",
+        "        if d is not None and d.ratio < SLOW_RATIO / 100:\n",
+        ("tests/test_disturbed.py",),
+    ),
 ]
 
 
