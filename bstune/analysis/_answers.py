@@ -30,6 +30,17 @@ def _cfg(s: TrialSummary) -> str:
     return ", ".join(p for p in parts if p) + f" (trial #{s.number})" if any(parts) else f"trial #{s.number}"
 
 
+def _against_best(rest: list[Any], *, close: Any, behind: Any, how: str = "") -> str:
+    """The sentences that sort the rows after the best into within noise of it and behind it
+    (``within_noise`` set on each), each row written by ``close`` or ``behind``."""
+    near = [x for x in rest if x.within_noise]
+    far = [x for x in rest if not x.within_noise]
+    text = f" Within noise of it{how}: " + "; ".join(close(x) for x in near) + "." if near else ""
+    if far:
+        text += " Behind it by more than the noise: " + "; ".join(behind(x) for x in far) + "."
+    return text
+
+
 def _confirmed(r: Report, q: str) -> Answer:
     m = r.metric_name
     unit = " s" if r.mode == "target" else ""
@@ -41,13 +52,8 @@ def _confirmed(r: Report, q: str) -> Answer:
 
     what = f"time to {m} {r.target:g}" if r.mode == "target" else m
     text = f"Use batch {best.batch_size}, learning rate {best.learning_rate:.2e}, {best.epochs} epochs (trial #{best.trial}): mean {what} {band(best)}."
-    close = [c for c in rest if c.within_noise]
-    behind = [c for c in rest if not c.within_noise]
-    if close:
-        text += " Within noise of it (less than two standard errors apart): " + "; ".join(
-            f"#{c.trial} (batch {c.batch_size}, {band(c)})" for c in close) + "."
-    if behind:
-        text += " Behind it by more than the noise: " + "; ".join(f"#{c.trial} ({band(c)})" for c in behind) + "."
+    text += _against_best(rest, close=lambda c: f"#{c.trial} (batch {c.batch_size}, {band(c)})",
+                          behind=lambda c: f"#{c.trial} ({band(c)})", how=" (less than two standard errors apart)")
     if any(c.missed for c in r.confirmations):
         text += " Runs that missed the target are left out of the means and counted in the table."
     return Answer(q, text, "Confirmed configurations")
@@ -265,14 +271,10 @@ def _design_batches(r: Report) -> Answer:
         f"best {m} in {r.budget_s:g} s of training" if r.budget_s else f"best {m}")
     text = (f"Batch {best.batch_size} does best: {what} {_band(best.mean, best.std, len(best.values), unit)} "
             f"at learning rate {best.learning_rate:.2e}.")
-    close = [x for x in rest if x.within_noise]
-    behind = [x for x in rest if not x.within_noise]
-    if close:
-        text += " Within noise of it: " + "; ".join(
-            f"batch {x.batch_size} {_band(x.mean, x.std, len(x.values), unit)}" for x in close) + "."
-    if behind:
-        text += " Behind it by more than the noise: " + "; ".join(
-            f"batch {x.batch_size} {_band(x.mean, x.std, len(x.values), unit)}" for x in behind) + "."
+    def one(x: Any) -> str:
+        return f"batch {x.batch_size} {_band(x.mean, x.std, len(x.values), unit)}"
+
+    text += _against_best(rest, close=one, behind=one)
     if math.isfinite(d.pooled_std):
         text += f" Seed noise (pooled standard deviation): {d.pooled_std:.2g}{unit}."
     smallest = d.results[0]

@@ -34,6 +34,8 @@ RETRY_ATTR = "retries_disturbed"
 SLOW_RATIO = 0.2
 #: Steps a trial must have trained for its throughput to count (the first steps warm up).
 MIN_STEPS = 10
+#: Seconds of training below which a throughput is clock noise, not a measurement.
+MIN_TRAIN_S = 0.1
 
 
 class Disturbance(NamedTuple):
@@ -57,7 +59,7 @@ def _throughput(t: optuna.trial.FrozenTrial) -> float | None:
     thr, batch, samples = ua.get("throughput"), ua.get("batch_size"), ua.get("samples_seen")
     if not isinstance(thr, (int, float)) or not math.isfinite(thr) or thr <= 0 or not batch or not samples:
         return None
-    return float(thr) if samples >= MIN_STEPS * batch else None
+    return float(thr) if samples >= MIN_STEPS * batch and samples / thr >= MIN_TRAIN_S else None
 
 
 def disturbance(trial: optuna.trial.FrozenTrial, trials: Sequence[optuna.trial.FrozenTrial]) -> Disturbance | None:
