@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
@@ -72,7 +72,6 @@ class BatchDesign:
     lr_high: float = math.inf
     lr_exponent: float = 0.0
     reference_batch_size: int = 1
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,7 +86,6 @@ class BatchDesign:
             fixed=dict(d["fixed"]), seeds=int(d["seeds"]), step=float(d["step"]),
             max_trials=int(d["max_trials"]), lr_low=float(d["lr_low"]), lr_high=float(d["lr_high"]),
             lr_exponent=float(d.get("lr_exponent", 0.0)), reference_batch_size=int(d.get("reference_batch_size", 1)),
-            notes=list(d.get("notes", [])),
         )
 
     def bounds(self, batch_size: int) -> tuple[float, float]:
@@ -410,10 +408,7 @@ def next_round(study: optuna.Study, design: BatchDesign, space: SearchSpace) -> 
             continue
         finite = [p for p in pts if p.batch_size == b and math.isfinite(p.value)]
         if not finite:
-            note = f"batch {b}: no learning rate tried gave a value; left out"
-            if note not in design.notes:
-                design.notes.append(note)
-            continue
+            continue  # no rate gave a value (all missed the target or diverged): the report says so
         y_best = round(math.log(max(finite, key=lambda p: p.value).learning_rate), 9)
         below = sum(1 for y in keys if y < first[0] - 1e-6)
         above = sum(1 for y in keys if y > first[2] + 1e-6)
