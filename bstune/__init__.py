@@ -4,7 +4,7 @@ Public names are loaded on first use, so ``import bstune`` stays fast and never 
 plotly or optuna-dashboard; the search machinery (spaces, runs, studies, analysis) works without
 torch.
 
-Example:
+Examples:
     >>> import bstune
     >>> space = bstune.load_space("default")
     >>> study = bstune.create_study(bstune.TimeBudget(5.0), space=space)
@@ -93,7 +93,7 @@ _WHERE = {
     "load_task": "bstune.task",
     "WorkerPlan": "bstune._workers",
     "plan_workers": "bstune._workers",
-    "retry_trial": "bstune.study",
+    "retry_trial": "bstune.storage",
     "tune": "bstune.tuning",
 }
 

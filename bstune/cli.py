@@ -28,8 +28,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_DEBUG = False
-
 
 def _version(value: bool) -> None:
     if value:
@@ -172,6 +170,14 @@ HeartbeatOption = Annotated[
         "that long (its process died) is failed and retried.",
     ),
 ]
+StorageRetryOption = Annotated[
+    float,
+    typer.Option(
+        "--storage-retry",
+        help="Seconds to wait out a storage that went away (a database restart, a lost connection, a "
+        "journal file that cannot be locked) before stopping; every call is tried again meanwhile. 0: stop at once.",
+    ),
+]
 ProbeFirstOption = Annotated[
     bool,
     typer.Option(
@@ -221,6 +227,7 @@ def optimize(
     workers: WorkersOption = 1,
     max_consecutive_failures: MaxFailuresOption = 3,
     heartbeat_interval: HeartbeatOption = 10,
+    storage_retry: StorageRetryOption = 60,
     probe_first: ProbeFirstOption = False,
     confirm: ConfirmOption = 0,
     confirm_top: ConfirmTopOption = 3,
@@ -240,7 +247,7 @@ def optimize(
         storage=storage, study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size,
         seed=seed, compile=compile_model, amp=amp, pruner=pruner, task_options=_parse_options(task_option or []),
         artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
-        heartbeat_interval=heartbeat_interval, probe=probe_first, confirm=confirm, confirm_top=confirm_top,
+        heartbeat_interval=heartbeat_interval, storage_retry=storage_retry, probe=probe_first, confirm=confirm, confirm_top=confirm_top,
         retry_disturbed=retry_disturbed, debug=debug,
     )
 
@@ -273,6 +280,7 @@ def study_batch(
     workers: WorkersOption = 1,
     max_consecutive_failures: MaxFailuresOption = 3,
     heartbeat_interval: HeartbeatOption = 10,
+    storage_retry: StorageRetryOption = 60,
     retry_disturbed: RetryDisturbedOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -298,7 +306,7 @@ def study_batch(
         study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size, seed=seed,
         compile=compile_model, amp=amp, pruner="none", task_options=_parse_options(task_option or []),
         artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
-        heartbeat_interval=heartbeat_interval, design="batch", batch_sizes=sizes, seeds=seeds,
+        heartbeat_interval=heartbeat_interval, storage_retry=storage_retry, design="batch", batch_sizes=sizes, seeds=seeds,
         max_trials=max_trials, retry_disturbed=retry_disturbed, debug=debug,
     )
 

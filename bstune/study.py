@@ -1,6 +1,6 @@
-"""Studies: storage and sampler defaults, creating or resuming, and the optimize loop.
+"""Studies: sampler defaults, creating or resuming, and the optimize loop (storages: ``bstune.storage``).
 
-bstune writes ordinary Optuna studies. :func:`create_study` records what the study means (mode,
+bstune writes ordinary Optuna studies. ``create_study`` records what the study means (mode,
 budget or target, clock, search space, bstune version) in its user attributes, and refuses to resume
 a study that was made for something else, so nothing is overwritten by mistake.
 """
@@ -8,22 +8,21 @@ a study that was made for something else, so nothing is overwritten by mistake.
 from __future__ import annotations
 
 import math
-import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
 
 from bstune._version import __version__
-from bstune.errors import BstuneError, StorageError, invalid
+from bstune.errors import BstuneError, invalid
 from bstune.memory import accumulation_plan, free_memory, is_oom
 from bstune.objectives import Mode, Target, mode_from_attrs
 from bstune.pruners import known_out_of_memory
 from bstune.run import CurvePoint, Run
 from bstune.space import SearchSpace
+from bstune.storage import DEFAULT_STORAGE, mask_url, outage_seconds, resolve_storage, retry_trial
 from bstune.task import Task
 
 __all__ = [
@@ -41,135 +40,6 @@ __all__ = [
     "retry_trial",
 ]
 
-#: Where ``bstune optimize`` keeps studies unless told otherwise.
-DEFAULT_STORAGE = "sqlite:///bstune.db"
-
-_RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``; safe to print.
-
-    Example:
-        >>> mask_url("postgresql://ann:secret@db:5432/bs")
-        'postgresql://ann:***@db:5432/bs'
-    """
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-def resolve_storage(
-    storage: str | optuna.storages.BaseStorage | None,
-    *,
-    heartbeat_interval: int | None = None,
-) -> optuna.storages.BaseStorage | None:
-    """Turn a URL into an Optuna storage; ``None`` stays in memory.
-
-    Accepted: RDB URLs (``sqlite:///bstune.db``, ``postgresql://...``) and journal files
-    (``journal:PATH`` or a path ending in ``.log``), the storage Optuna recommends for several
-    processes on one machine.
-
-    With ``heartbeat_interval`` (seconds), an RDB storage records a heartbeat for each running
-    trial; a trial whose heartbeat stops for twice that long (its process was killed) is failed
-    by the next trial to start and retried (:func:`bstune.retry_trial`). Journal files have no
-    heartbeats; ``bstune optimize --workers`` retries its own lost trials instead.
-
-    Raises:
-        StorageError: The URL has an unknown scheme or the storage cannot be opened. The message
-            never shows a password.
-    """
-    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
-        return storage
-    url = str(storage)
-    shown = mask_url(url)
-    journal_path: str | None = None
-    if url.startswith("journal:"):
-        journal_path = url[len("journal:") :].removeprefix("//")
-    elif "://" not in url and url.endswith(".log"):
-        journal_path = url
-    if journal_path is not None:
-        if not journal_path:
-            raise StorageError(f"storage {shown!r}: journal storage needs a file path, as in journal:bstune.log")
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        try:
-            return JournalStorage(JournalFileBackend(journal_path))
-        except OSError as e:
-            raise StorageError(f"storage {shown!r}: cannot open the journal file ({e.strerror})") from None
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
-    if scheme not in _RDB_SCHEMES:
-        raise StorageError(
-            f"storage {shown!r}: unknown kind of storage; use sqlite:///FILE.db, postgresql://HOST/DB or journal:FILE.log"
-        )
-    path = ""
-    if scheme == "sqlite":
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:" and not Path(path).parent.exists():
-            raise StorageError(f"storage {shown!r}: the folder {str(Path(path).parent)!r} does not exist")
-    url = _postgres_driver(url)
-    rdb_options: dict[str, Any] = {}
-    if heartbeat_interval is not None:
-        rdb_options = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": 2 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": retry_trial,
-        }
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(url, **rdb_options)
-        if scheme == "sqlite" and path and path != ":memory:" and "mode=memory" not in path:
-            _fast_sqlite(rdb)  # not in memory: closing those connections would drop the database
-        return rdb
-    except ImportError as e:
-        raise StorageError(f"storage {shown!r}: the database driver is not installed ({e.name or e})") from None
-    except Exception as e:  # sqlalchemy raises many kinds; none may leak the password
-        reason = mask_url(str(e).splitlines()[0]) if str(e) else type(e).__name__
-        raise StorageError(f"storage {shown!r}: cannot open it ({reason})") from None
-
-
-def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
-    """Write-ahead logging and ``synchronous=NORMAL`` on every connection to a SQLite file.
-
-    Each report commits; with SQLite's defaults (a rollback journal, a full sync per commit) a
-    commit costs about 5 ms on this project's machines, with these about 2 ms
-    (``benchmarks/RESULTS_trainer.md``). Readers (optuna-dashboard, ``bstune report``) no longer
-    block the study's writes. A commit survives the process being killed; only a power cut or an
-    operating-system crash can lose the last commits, never the database's consistency. The
-    journal mode stays with the file; Optuna and optuna-dashboard open it as before. Network file
-    systems do not support write-ahead logging: keep studies there in PostgreSQL or a journal file.
-    """
-    import sqlite3
-
-    from sqlalchemy import event
-
-    def pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")  # answers the old mode where WAL is impossible
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error:  # a read-only file keeps its own journal mode
-            pass
-        finally:
-            cursor.close()
-
-    event.listen(storage.engine, "connect", pragmas)
-    storage.engine.dispose()  # the connections opened while creating the tables get them too
-
-
-def _postgres_driver(url: str) -> str:
-    """``postgresql://`` as SQLAlchemy means it (psycopg 3, what ``bstune[postgres]`` installs),
-    or with the psycopg2 driver when only that one is installed; ``postgres://`` as an alias. An
-    explicit driver (``postgresql+psycopg2://``) is kept."""
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return f"postgresql+psycopg2{sep}{rest}"
-    return f"postgresql{sep}{rest}"
-
-
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial met its constraints (a missed target or out of memory does not)."""
     return all(v <= 0.0 for v in trial.constraints.values())
@@ -183,7 +53,7 @@ def default_sampler(
 ) -> optuna.samplers.BaseSampler:
     """Multivariate TPE; in a time-budget study with a ``space``, after a spread start.
 
-    * Time budget: the first trials follow :class:`BatchSweep` (batch sizes from the centre of the
+    * Time budget: the first trials follow ``BatchSweep`` (batch sizes from the centre of the
       range outwards, learning rates spread over theirs) and TPE takes over as soon as the sweep is
       done (``n_startup_trials`` defaults to the sweep's length, 7 for batch sizes 16 to 1024).
     * Target (or no space): TPE after ``n_startup_trials`` (default 8) random trials. Until a trial
@@ -209,7 +79,7 @@ def batch_sweep(space: SearchSpace, n: int = 8) -> list[int]:
     the fewest steps) are the likeliest to lose, and a study stopped early (by ``--timeout``, say)
     should have trained something sensible. The sweep still reaches both ends.
 
-    Example:
+    Examples:
         >>> from bstune.space import load_space
         >>> batch_sweep(load_space("lstm"))
         [128, 64, 256, 32, 512, 16, 1024]
@@ -231,11 +101,11 @@ def spread_quantiles(n: int, base: int = 2) -> list[float]:
     """The first ``n`` points of the van der Corput sequence in ``base``: 1/2, 1/4, 3/4, 1/8, 5/8, ... in base 2.
 
     Each prefix is spread evenly over (0, 1), so however many sweep trials run, their learning
-    rates cover the range; paired with :func:`batch_sweep`'s order, the smaller batches of the
+    rates cover the range; paired with ``batch_sweep``'s order, the smaller batches of the
     sweep get the smaller rates and the larger the larger, as the rate that works grows with the
     batch (Goyal et al. 2017; Hoffer et al. 2017).
 
-    Example:
+    Examples:
         >>> spread_quantiles(5)
         [0.5, 0.25, 0.75, 0.125, 0.625]
     """
@@ -253,8 +123,8 @@ def spread_quantiles(n: int, base: int = 2) -> list[float]:
 class BatchSweep(optuna.samplers.BaseSampler):
     """Wrap a sampler so that trials number 0, 1, ... follow a spread start-up design.
 
-    Trial i takes the i-th batch size of :func:`batch_sweep` and a learning rate at the i-th
-    quantile of :func:`spread_quantiles` in log scale over the space's range (the base rate, with
+    Trial i takes the i-th batch size of ``batch_sweep`` and a learning rate at the i-th
+    quantile of ``spread_quantiles`` in log scale over the space's range (the base rate, with
     a scaling rule). Random start-up trials can land on the same batch size several times and on
     rates far from each other's; a spread first look is what a batch-size study needs most. Every
     other parameter, and every later trial, comes from the wrapped sampler. Keyed on the trial
@@ -326,13 +196,13 @@ def create_study(
     """Create a study for ``mode``, or resume the one of that name if it was made for the same thing.
 
     Args:
-        mode: :class:`~bstune.TimeBudget` or :class:`~bstune.Target`; sets the direction.
+        mode: ``TimeBudget`` or ``Target``; sets the direction.
         space: The search space, recorded on the study.
         storage: A storage URL or object; ``None`` keeps the study in memory.
         study_name: The study's name; resumed if it exists and ``load_if_exists``.
-        sampler: Defaults to :func:`default_sampler` for the mode: TPE, in budget mode after a
+        sampler: Defaults to ``default_sampler`` for the mode: TPE, in budget mode after a
             sweep of batch sizes and learning rates.
-        pruner: Defaults to no pruning (``bstune optimize`` uses :func:`bstune.default_pruner`).
+        pruner: Defaults to no pruning (``bstune optimize`` uses ``bstune.default_pruner``).
         load_if_exists: Resume an existing study of that name instead of failing.
         seed: The default sampler's seed.
 
@@ -340,7 +210,7 @@ def create_study(
         BstuneError: The named study exists but was made for another mode, budget, target or
             search space (it is left untouched), or the target lies outside the range of accuracy.
 
-    Example:
+    Examples:
         >>> import bstune
         >>> study = bstune.create_study(bstune.TimeBudget(5))
         >>> study.direction.name, study.user_attrs["mode"]
@@ -414,9 +284,9 @@ def make_objective(
     micro_batch_size: int | None = None,
     retry_disturbed: bool = False,
 ) -> Callable[[optuna.Trial], float]:
-    """The Optuna objective for a task: suggest, train inside a :class:`Run`, return its value.
+    """The Optuna objective for a task: suggest, train inside a ``Run``, return its value.
 
-    ``task`` is a loaded :class:`~bstune.task.Task` or a plain ``train(hp, run)`` function. A task
+    ``task`` is a loaded ``Task`` or a plain ``train(hp, run)`` function. A task
     with ``data`` and ``model`` trains with ``trainer`` (the built-in one by default). A task with
     its own loop finds the batch to put through the model at once in ``run.micro_batch_size``: the
     effective batch, or ``micro_batch_size`` (else the space's) when that is smaller.
@@ -424,10 +294,10 @@ def make_objective(
     Out of memory is an outcome: the trial is recorded with its batch size, marked infeasible
     (constraint violated) and pruned; memory is freed and the study goes on. A later trial of the
     same model whose micro-batch is at least as large is recorded the same way without training
-    (:func:`bstune.pruners.known_out_of_memory`).
+    (``bstune.pruners.known_out_of_memory``).
 
     A trial that trained far slower than its batch size's other trials is marked disturbed when it
-    ends (:mod:`bstune.analysis._disturbed`); with ``retry_disturbed`` its configuration is queued
+    ends (``bstune.analysis._disturbed``); with ``retry_disturbed`` its configuration is queued
     again, once.
     """
     if isinstance(task, Task):
@@ -444,6 +314,7 @@ def make_objective(
     sync = getattr(trainer, "sync", None) or _guess_sync()
 
     def objective(trial: optuna.Trial) -> float:
+        waited_before = outage_seconds()
         hp = space.suggest(trial)
         # The built-in trainer splits a batch itself; a train() function (a Lightning or Hugging Face
         # script among them) reads the micro-batch from run.micro_batch_size.
@@ -471,14 +342,24 @@ def make_objective(
                     raise RuntimeError("train() returned without calling run.report(metric)")
         except Exception as e:
             if not is_oom(e):
+                _note_storage_wait(trial, waited_before)
                 _check_disturbed(trial, retry_disturbed)
                 raise
             free_memory()
             raise optuna.TrialPruned(f"out of memory at batch size {hp.batch_size}") from None
+        _note_storage_wait(trial, waited_before)
         _check_disturbed(trial, retry_disturbed)
         return run.value
 
     return objective
+
+
+def _note_storage_wait(trial: optuna.Trial, before: float) -> None:
+    """Record the seconds the trial waited for its storage (``storage_wait_s``): its reports were
+    held until the storage came back. Training time does not include them; wall time does."""
+    waited = outage_seconds() - before
+    if waited > 0 and isinstance(trial, optuna.Trial):
+        trial.set_user_attr("storage_wait_s", round(waited, 2))
 
 
 def _check_disturbed(trial: optuna.Trial, retry: bool) -> None:
@@ -548,7 +429,7 @@ def optimize(
 
     A trial whose code raises is recorded as failed (with the end of its traceback in its user
     attributes) and the study goes on; after ``max_consecutive_failures`` failures in a row it stops
-    with a :class:`~bstune.errors.BstuneError` naming the last error.
+    with a ``BstuneError`` naming the last error.
     """
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise invalid("n_trials", "optimize", "an int in the range [1, inf)", n_trials)
@@ -571,26 +452,3 @@ def optimize(
         raise BstuneError(
             f"stopped after {guard.n} failed trials in a row; the last one (#{last.number}) raised: {detail}"
         )
-
-
-
-def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Enqueue a new trial with the parameters of ``trial``, which was lost with its process.
-
-    The new trial carries the system attributes of Optuna's ``RetryFailedTrialCallback``
-    (``failed_trial``, ``retry_history``), so ``RetryFailedTrialCallback.retried_trial_number``
-    works on it; user attributes are not copied, since they describe the run that was lost.
-    """
-    history = list(trial.system_attrs.get("retry_history", [])) + [trial.number]
-    system_attrs = {
-        "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-        "retry_history": history,
-    }
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=optuna.trial.TrialState.WAITING,
-            params=trial.params,
-            distributions=trial.distributions,
-            system_attrs=system_attrs,
-        )
-    )

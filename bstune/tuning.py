@@ -1,4 +1,4 @@
-"""The whole job of ``bstune optimize`` as one library call: :func:`tune`.
+"""The whole job of ``bstune optimize`` as one library call: ``tune``.
 
 It owns what sits above a single study: reading the task script, choosing the mode from the
 arguments or the script's ``DEFAULTS``, naming the study, probing first, loading the data before
@@ -54,7 +54,7 @@ def resolve_mode(
     """The mode the arguments ask for, else the script's ``DEFAULTS``, else a 60 s time budget.
 
     ``target`` with ``time_budget`` is a target study whose trials train at most ``time_budget``
-    seconds each (:class:`~bstune.Target`'s ``limit``).
+    seconds each (``Target``'s ``limit``).
     """
     from bstune.objectives import Target, TimeBudget
 
@@ -104,6 +104,8 @@ def _check_arguments(a: dict[str, Any]) -> None:
         raise BstuneError(f"--pruner must be one of {', '.join(PRUNER_NAMES)}; got {a['pruner']!r}")
     check_positive("--max-consecutive-failures", a["max_consecutive_failures"], integer=True)
     check_positive("--heartbeat-interval", a["heartbeat_interval"], integer=True)
+    if not (isinstance(a["storage_retry"], (int, float)) and math.isfinite(a["storage_retry"]) and a["storage_retry"] >= 0):
+        raise BstuneError(f"--storage-retry must be a number of seconds of at least 0; got {a['storage_retry']:g}")
     if a["design"] not in (None, "batch"):
         raise BstuneError(f"design must be None or 'batch'; got {a['design']!r}")
     for b in a["batch_sizes"] or ():
@@ -118,7 +120,7 @@ def _check_arguments(a: dict[str, Any]) -> None:
 
 @dataclass
 class _Job:
-    """What the phases of one :func:`tune` call share."""
+    """What the phases of one ``tune`` call share."""
 
     console: Console
     progress: Progress
@@ -153,6 +155,7 @@ def tune(
     workers: int = 1,
     max_consecutive_failures: int = 3,
     heartbeat_interval: int = 10,
+    storage_retry: float = 60.0,
     probe: bool = False,
     confirm: int = 0,
     confirm_top: int = 3,
@@ -173,13 +176,16 @@ def tune(
     ``--probe``, ``compile`` is ``--compile``, ``amp`` is ``--amp``/``--no-amp`` (``None``: the
     script's ``DEFAULTS["amp"]``, else bf16 autocast on CUDA and off on the CPU).
 
-    ``design="batch"`` runs the batch-size study (:mod:`bstune.design`; ``bstune study-batch``)
+    ``design="batch"`` runs the batch-size study (``bstune.design``; ``bstune study-batch``)
     after the ``n_trials`` of the search (0 for none): ``batch_sizes`` (default: spread over the
     space), ``seeds`` more runs at each batch size's chosen rate, at most ``max_trials`` trials
-    (default :data:`bstune.design.DEFAULT_MAX_TRIALS`), pruning off.
+    (default ``bstune.design.DEFAULT_MAX_TRIALS``), pruning off.
+
+    ``storage_retry`` is how many seconds every storage call (here and in the workers) waits out a
+    lost connection before the command stops (``bstune.storage``); 0 stops at the first error.
 
     ``retry_disturbed`` queues the configuration of a trial that trained far slower than its batch
-    size's other trials (:mod:`bstune.analysis._disturbed`) again, once.
+    size's other trials (``bstune.analysis._disturbed``) again, once.
 
     Returns:
         The study.
@@ -198,22 +204,14 @@ def tune(
         plans = plan_workers(workers, device)
     storage = storage or ("journal:bstune.log" if plans else "sqlite:///bstune.db")
     task = load_task(script, dict(task_options or {}))
-    if compile and task.owns_loop:
-        raise BstuneError(f"--compile: {str(script)!r} defines train(hp, run) and owns its loop; compile the model there instead")
-    if amp is not None and task.owns_loop:
-        raise BstuneError(f"--amp/--no-amp: {str(script)!r} defines train(hp, run) and owns its loop; set its precision there instead")
-    if amp and plans is not None and any(p.device != "cuda" for p in plans):
-        # The workers build their trainers; say it here, before a study or a worker exists.
-        raise BstuneError("bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; these workers run on cpu")
-    if amp is None and task.defaults.get("amp") is False:
-        amp = False  # the script's DEFAULTS: float32 on CUDA too (True is the default on CUDA already)
+    amp = _check_precision(task, compile=compile, amp=amp, plans=plans)
     mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)
     study_name = study_name if study_name is not None else default_study_name(task, mode, probe=probe)
     spec = {
         "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
         "storage": storage, "study_name": study_name, "seed": seed, "micro_batch_size": micro_batch_size,
         "heartbeat_interval": heartbeat_interval, "debug": debug, "pruner": pruner, "compile": compile,
-        "amp": amp, "retry_disturbed": retry_disturbed,
+        "amp": amp, "retry_disturbed": retry_disturbed, "storage_retry": storage_retry,
     }
     if design is not None and n_trials is None:
         n_trials = 0  # the design alone unless a search is asked for too
@@ -235,6 +233,21 @@ def tune(
         if not aborted:
             _close(job, artifact_dir)
     return job.study
+
+
+def _check_precision(task: Task, *, compile: bool, amp: bool | None, plans: list[WorkerPlan] | None) -> bool | None:
+    """Refuse --compile and --amp where they cannot apply; the precision to train in."""
+    script = str(task.path)
+    if compile and task.owns_loop:
+        raise BstuneError(f"--compile: {script!r} defines train(hp, run) and owns its loop; compile the model there instead")
+    if amp is not None and task.owns_loop:
+        raise BstuneError(f"--amp/--no-amp: {script!r} defines train(hp, run) and owns its loop; set its precision there instead")
+    if amp and plans is not None and any(p.device != "cuda" for p in plans):
+        # The workers build their trainers; say it here, before a study or a worker exists.
+        raise BstuneError("bf16 autocast (--amp, Trainer(amp=True)) runs on CUDA only; these workers run on cpu")
+    if amp is None and task.defaults.get("amp") is False:
+        return False  # the script's DEFAULTS: float32 on CUDA too (True is the default on CUDA already)
+    return amp
 
 
 def _open(
@@ -269,7 +282,8 @@ def _open(
         trainer = _loaded_trainer(console, task, device=device, seed=spec["seed"],
                                   micro_batch_size=spec["micro_batch_size"], compile=spec["compile"],
                                   amp=spec["amp"])
-    storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"])
+    storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"],
+                              retry=spec["storage_retry"] or None)
     study = create_study(mode, space=the_space, storage=storage, study_name=spec["study_name"], seed=spec["seed"],
                          pruner=make_pruner(spec["pruner"], mode))
     before = len(study.trials)

@@ -34,6 +34,7 @@ class Server:
     port: int
     run_as: list[str]
     bindir: str
+    options: str = ""
 
     def url(self, database: str = "postgres", password: str = PASSWORD, scheme: str = "postgresql") -> str:
         """The URL as the README writes it (plain ``postgresql://``: psycopg 3), or with another scheme."""
@@ -48,6 +49,20 @@ class Server:
                              autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (``-m immediate``: connections cut, no checkpoint)."""
+        self._ctl("stop", "-m", "immediate")
+
+    def resume(self) -> None:
+        """Start the halted server again, on the same port and data."""
+        self._ctl("start", "-w", "-t", "60", "-l", str(self.root / "log"), "-o", self.options)
+
+    def _ctl(self, *args: str) -> None:
+        done = subprocess.run([*self.run_as, f"{self.bindir}/pg_ctl", *args, "-D", str(self.root / "data")],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl {args[0]} failed: {done.stderr[-800:]}")
 
     def stop(self) -> None:
         subprocess.run(
@@ -94,11 +109,12 @@ def start() -> Server:
     if run_as:
         os.chown(root / "pw", pwd.getpwnam("postgres").pw_uid, -1)
     port = _free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=200 -c fsync=off"
     steps = [
         [f"{bindir}/initdb", "-D", str(root / "data"), "-U", USER, "--pwfile", str(root / "pw"),
          "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
         [f"{bindir}/pg_ctl", "start", "-w", "-t", "60", "-D", str(root / "data"), "-l", str(root / "log"),
-         "-o", f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=200 -c fsync=off"],
+         "-o", options],
     ]
     for cmd in steps:
         done = subprocess.run([*run_as, *cmd], capture_output=True, text=True, timeout=120)
@@ -106,4 +122,4 @@ def start() -> Server:
             log = (root / "log").read_text()[-800:] if (root / "log").exists() else ""
             shutil.rmtree(root, ignore_errors=True)
             raise RuntimeError(f"{Path(cmd[0]).name} failed: {done.stderr[-800:]}{log}")
-    return Server(root, port, run_as, bindir)
+    return Server(root, port, run_as, bindir, options)

@@ -34,6 +34,21 @@ class Break:
 
 BREAKS = [
     Break(
+        "a lost storage connection is not waited out",
+        "bstune/storage.py",
+        "                if not is_connection_lost(e):\n                    raise\n                since = _OUTAGES.lost(",
+        "                if True:\n                    raise\n                since = _OUTAGES.lost(",
+        ("tests/test_storage.py::test_calls_wait_out_a_database_restart_and_the_reports_are_kept",
+         "tests/test_chaos.py::test_a_study_rides_out_killed_workers_a_database_crash_and_a_killed_command"),
+    ),
+    Break(
+        "after an outage every running trial is taken for a dead one",
+        "bstune/storage.py",
+        "        if not stale or interval is None:\n",
+        "        if True:\n",
+        ("tests/test_storage.py::test_after_an_outage_a_live_trial_is_not_taken_for_a_dead_one",),
+    ),
+    Break(
         "a target study's per-trial limit stops nothing",
         "bstune/objectives.py",
         '        """The most seconds a trial trains (``None``: until the target or the end of its epochs)."""\n        return self.limit\n',

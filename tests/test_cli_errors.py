@@ -110,6 +110,8 @@ ROWS = [
      "(known: ['amp', 'metric_direction', 'metric_name', 'n_trials', 'space', 'target', 'time_budget'])"),
     ("script: DEFAULTS amp not a bool", "amp_yes.py", 1,
      E + "task script 'amp_yes.py': DEFAULTS['amp'] must be True or False; got 'yes'"),
+    ("option: negative storage retry", "task.py --storage-retry -1", 1,
+     E + "--storage-retry must be a number of seconds of at least 0; got -1"),
     ("storage: unknown kind", "task.py --storage redis://localhost/0", 1,
      E + "storage 'redis://localhost/0': unknown kind of storage; "
      "use sqlite:///FILE.db, postgresql://HOST/DB or journal:FILE.log"),
@@ -117,7 +119,8 @@ ROWS = [
      E + "storage 'sqlite:///no/such/folder/bstune.db': the folder 'no/such/folder' does not exist"),
     ("storage: journal without a path", "task.py --storage journal:", 1,
      E + "storage 'journal:': journal storage needs a file path, as in journal:bstune.log"),
-    ("storage: server not there (password hidden)", "task.py --storage postgresql://ann:s3cret@127.0.0.1:1/bstune", 1,
+    ("storage: server not there, no retry (password hidden)",
+     "task.py --storage postgresql://ann:s3cret@127.0.0.1:1/bstune --storage-retry 0", 1,
      E + "storage 'postgresql://ann:***@127.0.0.1:1/bstune': cannot open it (..."),
     ("storage: driver not installed (password hidden)", "task.py --storage mysql://ann:s3cret@127.0.0.1:1/bstune", 1,
      E + "storage 'mysql://ann:***@127.0.0.1:1/bstune': the database driver is not installed "

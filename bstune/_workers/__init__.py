@@ -12,15 +12,15 @@ failed in the user's code), however the workers interleave.
   ``workers``, ``cpu_threads`` and ``gpu`` in its user attributes.
 * Lost trials. A worker that dies mid-trial (killed, out of host memory) leaves a RUNNING trial;
   the coordinator sees the process end, marks that trial FAIL (``stop_reason`` ``lost``) and
-  enqueues a retry with the same parameters (:func:`retry_trial`), and the ticket goes back to the
+  enqueues a retry with the same parameters (``retry_trial``), and the ticket goes back to the
   pool, so the count is still reached. With RDB storage, heartbeats do the same for a worker on a
   machine whose coordinator died too; on a journal file, running the command again reclaims the
-  trials of this machine's dead workers (:func:`reclaim_orphans`).
+  trials of this machine's dead workers (``reclaim_orphans``).
 * Ctrl-C. The first one asks every worker to stop: a running trial is recorded as FAIL with
   ``stop_reason`` ``interrupted`` and nothing is left RUNNING. A second one kills the workers and
   exits at once.
 * Secrets. The storage URL reaches a worker on its standard input, never on its command line or
-  in its environment, and everything printed goes through :func:`~bstune.study.mask_url`.
+  in its environment, and everything printed goes through ``mask_url``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m bstune._workers``: one worker process (see :mod:`bstune._workers._worker`)."""
+"""``python -m bstune._workers``: one worker process (see ``bstune._workers._worker``)."""
 
 import sys
 

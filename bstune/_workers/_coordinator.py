@@ -24,6 +24,7 @@ import optuna
 from bstune._workers._lost import death_reason, fail_lost, failures_message, get_trial, reclaim_orphans
 from bstune._workers._plan import WorkerPlan
 from bstune._workers._worker import EXIT_INTERRUPTED
+from bstune.storage import SharedOutage, set_outage_listener
 
 __all__ = ["Interrupted", "WorkersResult", "run_workers"]
 
@@ -74,9 +75,9 @@ def run_workers(
     Args:
         study: The study, already created; used to read finished trials and to fail lost ones.
         spec: What every worker needs to rebuild the objective (see
-            :func:`bstune._workers._worker.worker_main`); it may hold a storage password and is sent
+            ``bstune._workers._worker.worker_main``); it may hold a storage password and is sent
             on the workers' standard input only.
-        plans: One :class:`WorkerPlan` per worker.
+        plans: One ``WorkerPlan`` per worker.
         n_trials: Finished trials to add; a trial lost with its worker does not count and is
             retried.
         timeout: Seconds after which no new trial starts.
@@ -94,6 +95,7 @@ def run_workers(
         Interrupted: A second Ctrl-C; the workers were killed at once.
     """
     c = _Coordinator(study, spec, plans, n_trials, timeout, max_consecutive_failures, on_trial_end, on_lost, clock)
+    set_outage_listener(lambda kind, line: c.outage("coordinator", kind, line))
     in_main = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGINT, c.on_sigint) if in_main else None
     try:
@@ -105,6 +107,7 @@ def run_workers(
         c.result.interrupted = True
         raise
     finally:
+        set_outage_listener(None)
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
         for w in c.workers.values():
@@ -119,7 +122,7 @@ def run_workers(
 
 
 class _Coordinator:
-    """The state of one :func:`run_workers` call and its answers to the workers' events."""
+    """The state of one ``run_workers`` call and its answers to the workers' events."""
 
     def __init__(
         self,
@@ -146,6 +149,7 @@ class _Coordinator:
         self.interrupts = 0
         self.t0 = clock()
         self.respawns = len(plans)  # replace dead workers, but never loop on a crash
+        self.outage = SharedOutage()  # the storage lost and back, said once for all processes
 
     def start(self, plan: WorkerPlan) -> None:
         read_fd, write_fd = os.pipe()
@@ -218,6 +222,7 @@ class _Coordinator:
     def on_exit(self, w: _Worker) -> None:
         """A worker's pipe closed: fail and retry its trial, keep its error, replace it after a crash."""
         w.gone = True
+        self.outage(f"worker {w.plan.index}", "gone", "")
         rc = w.proc.wait()
         w.holds_ticket = False
         if w.trial is not None:
@@ -249,6 +254,8 @@ class _Coordinator:
             w.trial = None
             w.holds_ticket = False
             self.on_end(msg)
+        elif ev == "storage":
+            self.outage(f"worker {index}", str(msg.get("kind")), str(msg.get("line", "")))
         elif ev == "error":
             w.error = str(msg.get("message", "the worker failed"))
             if w.ready and self.result.error is None:

@@ -56,12 +56,12 @@ def plan_workers(
         device: ``auto`` (GPUs if any, else CPU), ``cpu`` or ``cuda``. A single GPU
             (``cuda:N``) cannot host several workers.
         cpu_cores: The cores this process may run on (default: its affinity).
-        gpus: The visible GPUs (default: :func:`visible_gpus`, asked only when needed).
+        gpus: The visible GPUs (default: ``visible_gpus``, asked only when needed).
 
     Raises:
         BstuneError: More workers than GPUs, or one GPU named for several workers.
 
-    Example:
+    Examples:
         >>> [p.cpu_cores for p in plan_workers(2, "cpu", cpu_cores=[0, 1, 2, 3])]
         [(0, 1), (2, 3)]
     """

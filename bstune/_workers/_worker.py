@@ -57,6 +57,9 @@ def worker_main() -> int:
         return 1
     spec = json.loads(line)
     storage_url = spec["storage"]
+    from bstune.storage import set_outage_listener
+
+    set_outage_listener(lambda kind, text: emit(ev="storage", kind=kind, line=text))
     try:
         study, objective = _build(spec)
     except Exception as e:  # shown by the coordinator as one line
@@ -140,7 +143,8 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
     mode = mode_from_attrs(spec["mode"])
     if mode is None:
         raise BstuneError("the worker got no mode")
-    storage = resolve_storage(spec["storage"], heartbeat_interval=spec.get("heartbeat_interval"))
+    storage = resolve_storage(spec["storage"], heartbeat_interval=spec.get("heartbeat_interval"),
+                              retry=spec.get("storage_retry") or None)
     # Each worker samples with its own seed, or their first random trials would coincide.
     sampler = default_sampler(seed=int(spec["seed"]) + int(spec["index"]), space=space, mode=mode)
     from bstune.pruners import make_pruner

@@ -3,7 +3,8 @@
 Two reports per trial, no sleeping, unless a test must catch a real process mid-trial:
 BSTUNE_TEST_MARKERS=DIR writes DIR/PID-TRIAL when a trial starts, then waits BSTUNE_TEST_SLEEP
 seconds; BSTUNE_TEST_STUBBORN=1 ignores the first Ctrl-C while waiting; BSTUNE_TEST_FAIL=1
-raises in every trial.
+raises in every trial. BSTUNE_TEST_REPORTS=N reports N times instead of twice, each after
+BSTUNE_TEST_STEP_S seconds of "training" (a trial that spans a storage outage).
 """
 
 import os
@@ -36,7 +37,10 @@ def train(hp, run):
 
         run.extra_attrs["test_visible_gpus"] = torch.cuda.device_count()
     planned = hp.epochs * _task.n_train
-    for i in (1, 2):
+    n = int(os.environ.get("BSTUNE_TEST_REPORTS", "2"))
+    step_s = float(os.environ.get("BSTUNE_TEST_STEP_S", "0"))
+    for i in range(1, n + 1):
         with run.training():
-            run.count(planned // 2)
-        run.report(_task.accuracy(hp, run.samples_seen, i / 2), loss=0.5, epoch=hp.epochs * i / 2)
+            time.sleep(step_s)
+            run.count(planned // n)
+        run.report(_task.accuracy(hp, run.samples_seen, i / n), loss=0.5, epoch=hp.epochs * i / n)
