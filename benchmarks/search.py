@@ -369,8 +369,8 @@ class _AdaptiveRung(_Rung):
             self._agree[key] = ok and float(spearmanr(early, final).statistic) >= self.min_rho
         return self._agree.get(key, False)
 
-    def _decide(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Any:
-        reason = super()._decide(study, trial)
+    def decide(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> Any:
+        reason = super().decide(study, trial)
         return reason if reason is not None and self._agrees(study) else None
 
 

@@ -1,7 +1,7 @@
 """One trial's session: its clocks, learning curve, reports, stop decisions and user attributes.
 
-A :class:`Run` wraps an Optuna trial while a model trains. The training loop marks its regions
-(``with run.training():``, ``with run.evaluating():``) and calls :meth:`Run.report` after each
+A ``Run`` wraps an Optuna trial while a model trains. The training loop marks its regions
+(``with run.training():``, ``with run.evaluating():``) and calls ``Run.report`` after each
 evaluation; the run keeps the clocks apart, records the learning curve, reports intermediate values
 with step = elapsed training milliseconds, and says when to stop (budget spent, target reached,
 epochs done, diverged, pruned).
@@ -10,8 +10,8 @@ Clocks. Training time is read with a monotonic clock. With a ``sync`` function (
 ``torch.cuda.synchronize``) a training interval runs from entering ``training()`` to the next
 synchronisation, which happens only at report points and when evaluation starts, never per step, so
 queued device work is counted as training and not as evaluation. Between report points
-:attr:`Run.train_seconds` is an unsynchronised estimate, good enough for budget checks. The clock is
-injectable (:class:`bstune.testing.FakeClock`), so tests never sleep.
+``Run.train_seconds`` is an unsynchronised estimate, good enough for budget checks. The clock is
+injectable (``bstune.testing.FakeClock``), so tests never sleep.
 
 This module does not import torch.
 """
@@ -46,16 +46,16 @@ class Run:
 
     Args:
         trial: The Optuna trial this run reports to.
-        mode: :class:`~bstune.TimeBudget` or :class:`~bstune.Target`.
+        mode: ``TimeBudget`` or ``Target``.
         hp: The configuration being trained, recorded on the trial.
         clock: A monotonic clock in seconds; injectable for tests.
         sync: Called at report points before reading the clock (``torch.cuda.synchronize``).
         device: A name for the device, recorded on the trial.
         micro_batch_size: The batch that goes through the model at once, if it differs from the
             effective batch (gradient accumulation).
-        on_report: Called with each new :class:`CurvePoint` (progress display).
+        on_report: Called with each new ``CurvePoint`` (progress display).
 
-    Example:
+    Examples:
         >>> import optuna, bstune
         >>> from bstune.testing import FakeClock
         >>> clock = FakeClock()
@@ -213,7 +213,7 @@ class Run:
         return min(max(p, 0.0), 1.0)
 
     def stop(self, reason: str, detail: str = "") -> None:
-        """Stop the run for ``reason`` (one of :data:`STOP_REASONS`); the first reason wins."""
+        """Stop the run for ``reason`` (one of ``STOP_REASONS``); the first reason wins."""
         if reason not in STOP_REASONS:
             raise ValueError(f"stop reason must be one of {', '.join(STOP_REASONS)}; got {reason!r}")
         if self.stop_reason is None:
@@ -240,7 +240,7 @@ class Run:
             metric: The validation metric (accuracy, by default higher is better).
             loss: The training loss since the last report, for divergence checks.
             epoch: Epochs done so far (fractions allowed).
-            samples: Training samples seen so far; if omitted, what :meth:`count` added up.
+            samples: Training samples seen so far; if omitted, what ``count`` added up.
 
         Raises:
             optuna.TrialPruned: The trial diverged (NaN or infinite metric or loss) or a pruner
@@ -259,7 +259,7 @@ class Run:
         step = max(int(self.elapsed * 1000), self._last_step + 1)
         self._last_step = step
         value = self.mode.intermediate(metric)
-        self.trial.report(value if not math.isnan(value) else math.nan, step)
+        self.trial.report(value, step)
         self.trial.set_user_attr("curve", curve_to_attrs(self.curve))
         if self.on_report is not None:
             self.on_report(point)
@@ -289,7 +289,7 @@ class Run:
 
     @property
     def value(self) -> float:
-        """The objective value for Optuna (see :mod:`bstune.objectives`).
+        """The objective value for Optuna (see ``bstune.objectives``).
 
         Raises:
             RuntimeError: Nothing was reported.

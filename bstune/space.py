@@ -111,9 +111,9 @@ class _Param:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space. Build one with :func:`load_space` or :meth:`from_dict`.
+    """A validated search space. Build one with ``load_space`` or ``from_dict``.
 
-    Example:
+    Examples:
         >>> space = SearchSpace.from_dict({"batch_size": {"low": 16, "high": 256},
         ...                                "learning_rate": {"low": 1e-3, "high": 1e-1},
         ...                                "epochs": {"low": 1, "high": 4}})
@@ -140,22 +140,22 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, raw: Any, *, source: str = "<dict>", name: str | None = None) -> SearchSpace:
-        """Validate a parsed YAML mapping; raise :class:`SpaceError` naming the first bad field."""
+        """Validate a parsed YAML mapping; raise ``SpaceError`` naming the first bad field."""
         v = _Validator(source)
         top = v.mapping(raw, "the file")
         v.only(top, {"name", "description", "batch_size", "learning_rate", "epochs", "params"}, "the top level")
 
         bs = v.mapping(v.required(top, "batch_size"), "batch_size")
         v.only(bs, {"low", "high", "powers_of_two", "micro_batch_size"}, "batch_size")
-        b_low = v.integer(bs, "batch_size.low", bs.get("low"), minimum=1)
-        b_high = v.integer(bs, "batch_size.high", bs.get("high"), minimum=1)
+        b_low = v.integer("batch_size.low", bs.get("low"), minimum=1)
+        b_high = v.integer("batch_size.high", bs.get("high"), minimum=1)
         v.ordered("batch_size", b_low, b_high)
         p2 = v.boolean("batch_size.powers_of_two", bs.get("powers_of_two", True))
         if p2 and not any(b_low <= 2**k <= b_high for k in range(64)):
             raise v.error("batch_size", f"must contain a power of two when powers_of_two is true; got [{b_low}, {b_high}]")
         micro = bs.get("micro_batch_size")
         if micro is not None:
-            micro = v.integer(bs, "batch_size.micro_batch_size", micro, minimum=1)
+            micro = v.integer("batch_size.micro_batch_size", micro, minimum=1)
 
         lr = v.mapping(v.required(top, "learning_rate"), "learning_rate")
         v.only(lr, {"low", "high", "scaling", "reference_batch_size"}, "learning_rate")
@@ -169,12 +169,12 @@ class SearchSpace:
         ref = lr.get("reference_batch_size", ref_default)
         if ref is None:
             raise v.error("learning_rate.reference_batch_size", f"is required with scaling {scaling!r}")
-        ref = v.integer(lr, "learning_rate.reference_batch_size", ref, minimum=1)
+        ref = v.integer("learning_rate.reference_batch_size", ref, minimum=1)
 
         ep = v.mapping(v.required(top, "epochs"), "epochs")
         v.only(ep, {"low", "high"}, "epochs")
-        e_low = v.integer(ep, "epochs.low", ep.get("low"), minimum=1)
-        e_high = v.integer(ep, "epochs.high", ep.get("high"), minimum=1)
+        e_low = v.integer("epochs.low", ep.get("low"), minimum=1)
+        e_high = v.integer("epochs.high", ep.get("high"), minimum=1)
         v.ordered("epochs", e_low, e_high)
 
         params = []
@@ -266,7 +266,7 @@ class SearchSpace:
 def suggest(trial: optuna.Trial, space: SearchSpace | str | Path) -> Hyperparams:
     """Draw batch size, learning rate, epochs and extras for ``trial`` from ``space``.
 
-    Example:
+    Examples:
         >>> import optuna, bstune
         >>> study = optuna.create_study()
         >>> hp = bstune.suggest(study.ask(), "default")
@@ -365,7 +365,7 @@ class _Validator:
             raise self.error(fieldname, f"must be greater than 0; got {value!r}")
         return float(value)
 
-    def integer(self, _m: Any, fieldname: str, value: Any, *, minimum: int) -> int:
+    def integer(self, fieldname: str, value: Any, *, minimum: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(fieldname, f"must be an integer; got {value!r}")
         if value < minimum:
@@ -396,8 +396,8 @@ class _Validator:
         self.only(spec, {"type", "low", "high", "log", "step"}, where)
         log = self.boolean(f"{where}.log", spec.get("log", False))
         if kind == "int":
-            low: float = self.integer(spec, f"{where}.low", spec.get("low"), minimum=1 if log else -(2**62))
-            high: float = self.integer(spec, f"{where}.high", spec.get("high"), minimum=-(2**62))
+            low: float = self.integer(f"{where}.low", spec.get("low"), minimum=1 if log else -(2**62))
+            high: float = self.integer(f"{where}.high", spec.get("high"), minimum=-(2**62))
         else:
             low = self.number(f"{where}.low", spec.get("low"), positive=log)
             high = self.number(f"{where}.high", spec.get("high"), positive=log)

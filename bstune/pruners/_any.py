@@ -22,7 +22,7 @@ class AnyPruner(ExplainingPruner):
     Args:
         *pruners: At least one ``optuna.pruners.BasePruner``.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> from bstune.pruners import DivergencePruner, TimeAlignedPruner
         >>> pruner = AnyPruner(DivergencePruner(), TimeAlignedPruner(), optuna.pruners.MedianPruner())
@@ -39,7 +39,7 @@ class AnyPruner(ExplainingPruner):
                 raise invalid("pruners", "AnyPruner", "optuna.pruners.BasePruner instances", p)
         self.pruners: tuple[BasePruner, ...] = tuple(pruners)
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         for p in self.pruners:
             if p.prune(study, trial):
                 explain = getattr(p, "explain", None)

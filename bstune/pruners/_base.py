@@ -1,12 +1,12 @@
 """What every bstune pruner shares: the reason it gives, and reading curves on the time axis.
 
-Intermediate values are reported at step = elapsed training milliseconds (see :mod:`bstune.run`), so
+Intermediate values are reported at step = elapsed training milliseconds (see ``bstune.run``), so
 a trial's curve is a list of ``(seconds, value)`` points. Two trials never report at the same
 millisecond; they are compared through their *best-so-far* curves, interpolated linearly between
 report points, at the same elapsed time.
 
-Each bstune pruner remembers why it pruned a trial, and :meth:`ExplainingPruner.explain` hands the
-reason over once: :class:`bstune.Run` asks for it and writes it into the trial's ``stop_detail``.
+Each bstune pruner remembers why it pruned a trial, and ``ExplainingPruner.explain`` hands the
+reason over once: ``bstune.Run`` asks for it and writes it into the trial's ``stop_detail``.
 """
 
 from __future__ import annotations
@@ -47,9 +47,29 @@ class PruneReason(NamedTuple):
 
 
 class ExplainingPruner(BasePruner):
-    """A pruner that records, for each trial it prunes, a :class:`PruneReason`.
+    """A pruner that records, for each trial it prunes, a ``PruneReason``: the extension point.
 
-    Subclasses implement :meth:`_decide`, returning the reason to prune or ``None``.
+    A pruner of your own implements ``decide``. It composes with bstune's through
+    ``AnyPruner``, and its reason lands in the pruned trial's ``stop_detail``.
+
+    Examples:
+        Stop a trial whose latest report is below 0.2 after two seconds of training:
+
+        >>> import optuna
+        >>> from bstune.pruners import AnyPruner, DivergencePruner, ExplainingPruner, PruneReason
+        >>> class FloorPruner(ExplainingPruner):
+        ...     def decide(self, study, trial):
+        ...         if not trial.intermediate_values:
+        ...             return None
+        ...         step = max(trial.intermediate_values)  # steps are elapsed training milliseconds
+        ...         if step >= 2000 and trial.intermediate_values[step] < 0.2:
+        ...             return PruneReason("FloorPruner", f"{trial.intermediate_values[step]:.2f} < 0.2 after 2 s")
+        ...         return None
+        >>> study = optuna.create_study(direction="maximize", pruner=AnyPruner(DivergencePruner(), FloorPruner()))
+        >>> trial = study.ask()
+        >>> trial.report(0.1, 2500)
+        >>> trial.should_prune()
+        True
     """
 
     def __init__(self) -> None:
@@ -71,7 +91,7 @@ class ExplainingPruner(BasePruner):
         if outer:  # the study as read once for this decision, shared by the member pruners
             _decision.study, _decision.trials, _decision.attrs = study, None, None
         try:
-            reason = self._decide(study, trial)
+            reason = self.decide(study, trial)
         finally:
             if outer:
                 _decision.study = _decision.trials = _decision.attrs = None
@@ -83,7 +103,13 @@ class ExplainingPruner(BasePruner):
                 del self._reasons[next(iter(self._reasons))]
         return True
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+        """Why ``trial`` should stop now, or ``None`` to let it go on.
+
+        Called at each report of the trial (``trial.should_prune()``); ``trial`` holds its
+        intermediate values so far, at step = elapsed training milliseconds. Read the study's
+        trials with ``study.get_trials(deepcopy=False)``.
+        """
         raise NotImplementedError
 
     def _reason(self, why: str, outcome: str = "pruned") -> PruneReason:

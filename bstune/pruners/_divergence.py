@@ -18,8 +18,8 @@ class DivergencePruner(ExplainingPruner):
 
     A trial diverges when its latest intermediate value is NaN or infinite, or when, after
     ``n_warmup_reports`` reports, the latest loss in its ``curve`` user attribute (written by
-    :class:`bstune.Run` at every report) is more than ``loss_factor`` times its first finite loss.
-    (:class:`bstune.Run` itself stops a trial whose reported loss or metric is NaN or infinite.) A healthy run's training loss falls from its first report on; three times the
+    ``bstune.Run`` at every report) is more than ``loss_factor`` times its first finite loss.
+    (``bstune.Run`` itself stops a trial whose reported loss or metric is NaN or infinite.) A healthy run's training loss falls from its first report on; three times the
     starting loss means the optimizer is throwing the model away, and nothing later will recover it
     within the same schedule.
 
@@ -30,7 +30,7 @@ class DivergencePruner(ExplainingPruner):
         loss_factor: How many times its first finite loss the latest loss may reach. Greater than 1.
         n_warmup_reports: Reports before the loss-growth rule applies (the NaN rule always does).
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study(pruner=DivergencePruner())
         >>> trial = study.ask()
@@ -63,7 +63,7 @@ class DivergencePruner(ExplainingPruner):
         self.loss_factor = float(loss_factor)
         self.n_warmup_reports = n_warmup_reports
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         step = trial.last_step
         if step is None:
             return None

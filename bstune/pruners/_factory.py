@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import optuna
 
 from bstune.errors import invalid
@@ -14,30 +16,14 @@ from bstune.pruners._slow import SlowTrialPruner
 from bstune.pruners._target import TargetTimePruner
 from bstune.pruners._time_aligned import TimeAlignedPruner
 
-__all__ = ["PRUNER_NAMES", "default_pruner", "make_pruner"]
-
-#: The names ``make_pruner`` and ``bstune optimize --pruner`` accept.
-PRUNER_NAMES = (
-    "default",
-    "none",
-    "divergence",
-    "gain-bound",
-    "time-aligned",
-    "async-halving",
-    "target-time",
-    "slow",
-    "median",
-    "successive-halving",
-    "hyperband",
-)
-
+__all__ = ["PRUNERS", "PRUNER_NAMES", "default_pruner", "make_pruner"]
 
 def default_pruner(mode: Mode) -> AnyPruner:
     """bstune's pruning for ``mode``: stop what cannot win, by a bound you can state; rank nothing.
 
-    * Time budget: :class:`DivergencePruner`, :class:`SlowTrialPruner`, :class:`GainBoundPruner`.
-    * Target (with or without a per-trial ``limit``): :class:`DivergencePruner`,
-      :class:`TargetTimePruner`, :class:`GainBoundPruner`.
+    * Time budget: ``DivergencePruner``, ``SlowTrialPruner``, ``GainBoundPruner``.
+    * Target (with or without a per-trial ``limit``): ``DivergencePruner``,
+      ``TargetTimePruner``, ``GainBoundPruner``.
 
     Each stop is stated: a diverged trial, a pace that fits too few evaluations into the budget, a
     trial that has trained longer than the best time-to-target so far (it can no longer be the
@@ -50,7 +36,7 @@ def default_pruner(mode: Mode) -> AnyPruner:
     Add ranking yourself where you know it is safe, e.g.
     ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner(n_rungs=1, min_rank_correlation=0.8))``.
 
-    Example:
+    Examples:
         >>> from bstune import Target, TimeBudget
         >>> [type(p).__name__ for p in default_pruner(TimeBudget(30)).pruners]
         ['DivergencePruner', 'SlowTrialPruner', 'GainBoundPruner']
@@ -62,8 +48,26 @@ def default_pruner(mode: Mode) -> AnyPruner:
     return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner())
 
 
+#: What each name of ``bstune optimize --pruner`` (and ``make_pruner``) builds for a study in a mode.
+PRUNERS: dict[str, Callable[[Mode], optuna.pruners.BasePruner]] = {
+    "default": default_pruner,
+    "none": lambda mode: optuna.pruners.NopPruner(),
+    "divergence": lambda mode: DivergencePruner(),
+    "gain-bound": lambda mode: GainBoundPruner(),
+    "time-aligned": lambda mode: TimeAlignedPruner(),
+    "async-halving": lambda mode: AsyncHalvingPruner(),
+    "target-time": lambda mode: TargetTimePruner(),
+    "slow": lambda mode: SlowTrialPruner(),
+    "median": lambda mode: optuna.pruners.MedianPruner(),
+    "successive-halving": lambda mode: optuna.pruners.SuccessiveHalvingPruner(),
+    "hyperband": lambda mode: optuna.pruners.HyperbandPruner(),
+}
+#: The names ``make_pruner`` and ``bstune optimize --pruner`` accept.
+PRUNER_NAMES = tuple(PRUNERS)
+
+
 def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:
-    """The pruner called ``name`` (one of :data:`PRUNER_NAMES`) for a study in ``mode``.
+    """The pruner called ``name`` (one of ``PRUNER_NAMES``) for a study in ``mode``.
 
     Optuna's ``median``, ``successive-halving`` and ``hyperband`` come with Optuna's defaults. They
     compare trials at identical steps, and bstune's steps are elapsed milliseconds: the median pruner
@@ -73,31 +77,12 @@ def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:
     Raises:
         InvalidParameterError: Unknown name.
 
-    Example:
+    Examples:
         >>> from bstune import Target
         >>> type(make_pruner("none", Target(0.9))).__name__
         'NopPruner'
     """
-    if name == "default":
-        return default_pruner(mode)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "divergence":
-        return DivergencePruner()
-    if name == "gain-bound":
-        return GainBoundPruner()
-    if name == "time-aligned":
-        return TimeAlignedPruner()
-    if name == "async-halving":
-        return AsyncHalvingPruner()
-    if name == "target-time":
-        return TargetTimePruner()
-    if name == "slow":
-        return SlowTrialPruner()
-    if name == "median":
-        return optuna.pruners.MedianPruner()
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    raise invalid("pruner", "make_pruner", "one of " + ", ".join(PRUNER_NAMES), name)
+    factory = PRUNERS.get(name)
+    if factory is None:
+        raise invalid("pruner", "make_pruner", "one of " + ", ".join(PRUNER_NAMES), name)
+    return factory(mode)

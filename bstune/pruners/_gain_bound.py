@@ -39,7 +39,7 @@ class GainBoundPruner(ExplainingPruner):
 
     A completed trial's schedule ends at its last report (it finished); the judged trial's at its
     planned epochs at its measured pace, or the budget, whichever is sooner
-    (:func:`~bstune.pruners._base.planned_end`). A completed trial whose first report comes after
+    (``planned_end``). A completed trial whose first report comes after
     fraction ``p`` of its schedule counts with its gain from its first report (all that is known of
     it). Nothing is judged before ``min_progress`` of the trial's schedule: early curves say little
     (a trial at a high rate can sit at chance level for a while and then take off).
@@ -61,7 +61,7 @@ class GainBoundPruner(ExplainingPruner):
         min_progress: The fraction of its schedule a trial must have done before it is judged, in
             [0, 1).
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study(direction="maximize", pruner=GainBoundPruner(n_min_trials=1))
         >>> done = study.ask()
@@ -94,7 +94,7 @@ class GainBoundPruner(ExplainingPruner):
         self.min_delta = float(min_delta)
         self.n_min_trials = n_min_trials
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         pts = points(trial)
         if not pts:
             return None

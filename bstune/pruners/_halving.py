@@ -29,7 +29,7 @@ def rank_correlation(x: list[float], y: list[float]) -> float:
     """Spearman's rank correlation of ``x`` and ``y`` (tied values share their mean rank); NaN when
     either has a single distinct value.
 
-    Example:
+    Examples:
         >>> round(rank_correlation([1, 2, 3, 4], [10, 30, 20, 40]), 6), rank_correlation([1, 1], [2, 3])
         (0.8, nan)
     """
@@ -71,13 +71,13 @@ class AsyncHalvingPruner(ExplainingPruner):
     share them.
 
     ``max_t`` is the most a trial trains: the study's time budget, or a target study's ``limit``
-    (:class:`bstune.Target`). In a target study without a limit (a trial trains until it reaches the
+    (``bstune.Target``). In a target study without a limit (a trial trains until it reaches the
     target or ends its schedule) it is the longest training time of the completed trials, what a
     whole trial that misses the target takes in this study, and nothing is stopped before a trial
     has completed. (Not the median: once fast trials reach the target, it shrinks the rungs toward
     the fastest time-to-target.)
 
-    Not in :func:`bstune.default_pruner`: on recorded learning curves a rung at a quarter of the
+    Not in ``bstune.default_pruner``: on recorded learning curves a rung at a quarter of the
     limit, ranking always, stopped eventual winners on tasks it was not tuned on
     (``benchmarks/RESULTS_search.md``). Choose it alone with ``--pruner async-halving`` (two
     rungs) or add it to the default, e.g.
@@ -102,14 +102,14 @@ class AsyncHalvingPruner(ExplainingPruner):
         n_rungs: How many rungs below ``max_t``. At least 1.
         n_min_trials: Values needed at a rung before it stops anything. At least 1.
         skip_sweep: Leave alone the trials of bstune's start-up sweep (the first trials of a study
-            whose sampler is :class:`bstune.study.BatchSweep`): they are there to measure each batch
+            whose sampler is ``bstune.study.BatchSweep``): they are there to measure each batch
             size to its end. Their values at the rungs still count for the trials after them.
         min_rank_correlation: Rank at a rung only where the completed trials' values there rank
             them as their final values do, with at least this Spearman correlation (in [-1, 1]);
             ``None`` ranks always.
         n_min_ranked: Completed trials that passed the rung needed to measure that. At least 3.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study(direction="minimize", pruner=AsyncHalvingPruner())
         >>> done = study.ask()
@@ -169,7 +169,7 @@ class AsyncHalvingPruner(ExplainingPruner):
         self._longest[study.study_name] = (seen, longest)
         return longest if seen else None
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         if self.skip_sweep and trial.number < getattr(study.sampler, "n_sweep", 0):
             return None  # placed by the start-up sweep (bstune.study.BatchSweep) to be measured whole
         pts = points(trial)

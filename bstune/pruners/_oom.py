@@ -1,7 +1,7 @@
 """Out of memory remembered: a batch that did not fit is not tried blindly again.
 
-When a trial runs out of memory, :class:`bstune.Run` records ``stop_reason="oom"``, its batch and
-micro-batch sizes, and the violated constraint ``out_of_memory``. :func:`known_out_of_memory` looks
+When a trial runs out of memory, ``bstune.Run`` records ``stop_reason="oom"``, its batch and
+micro-batch sizes, and the violated constraint ``out_of_memory``. ``known_out_of_memory`` looks
 those records up before a new trial trains: the same model with a micro-batch at least as large will
 not fit either (activation memory grows with the batch), so that trial is recorded as out of memory
 without training.
@@ -48,7 +48,7 @@ def known_out_of_memory(
         micro_batch_size: The batch that goes through the model at once (gradient accumulation);
             defaults to ``batch_size``.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study()
         >>> t = study.ask(); t.set_user_attr("stop_reason", "oom"); t.set_user_attr("batch_size", 256)

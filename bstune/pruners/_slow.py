@@ -29,7 +29,7 @@ class SlowTrialPruner(ExplainingPruner):
     * Too few evaluations: at its mean time between reports, fewer than ``min_evaluations``
       evaluations fit into the budget, so its value would rest on one noisy point late in the budget.
     * First epoch (``first_epoch=True``, off by default): at its measured pace (the ``epoch`` column
-      of the ``curve`` attribute :class:`bstune.Run` writes) it cannot finish one epoch within the
+      of the ``curve`` attribute ``bstune.Run`` writes) it cannot finish one epoch within the
       budget, while some other trial of the study did. When no trial can finish an epoch (a huge
       data set), nobody is stopped for it. Off by default because under a short budget the best
       trial often sees less than one epoch (on ``examples/mlp_blobs.py`` with a 1 s budget the best
@@ -45,7 +45,7 @@ class SlowTrialPruner(ExplainingPruner):
         min_evaluations: Evaluations that must fit into the budget. At least 1.
         first_epoch: Also stop trials that cannot finish their first epoch within the budget.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study(direction="maximize", pruner=SlowTrialPruner(budget=10.0))
         >>> trial = study.ask()
@@ -79,7 +79,7 @@ class SlowTrialPruner(ExplainingPruner):
         self.min_evaluations = min_evaluations
         self.first_epoch = first_epoch
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         budget = self.budget if self.budget is not None else trial_limit(study)
         pts = points(trial)
         if budget is None or not pts:

@@ -44,7 +44,7 @@ def _best_time_to_target(study: optuna.Study, seen: dict[int, float | None] | No
 class TargetTimePruner(ExplainingPruner):
     """In target mode (value = training seconds to reach the target), stop trials that cannot win.
 
-    Two rules, on the intermediate values of :class:`bstune.Target` (the *shortfall*, how far the
+    Two rules, on the intermediate values of ``bstune.Target`` (the *shortfall*, how far the
     metric still is from the target; 0 once reached):
 
     * Too slow already: a trial that has trained longer than ``(1 + margin)`` times the best
@@ -65,7 +65,7 @@ class TargetTimePruner(ExplainingPruner):
         min_progress: Fraction of its planned schedule a trial must have done before the
             out-of-reach rule applies, in [0, 1].
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study(pruner=TargetTimePruner(margin=0.1))
         >>> done = study.ask(); done.report(0.0, 4000); done.set_user_attr("reached_target", True)
@@ -118,7 +118,7 @@ class TargetTimePruner(ExplainingPruner):
         self.n_warmup_reports = n_warmup_reports
         self.min_progress = float(min_progress)
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         pts = points(trial)
         if not pts:
             return None

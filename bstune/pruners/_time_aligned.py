@@ -58,7 +58,7 @@ class TimeAlignedPruner(ExplainingPruner):
     as plain successive halving on time does (and loses crossing winners).
 
     A trial's planned end is its planned epochs at its measured pace (the user attribute
-    ``planned_epochs`` and the ``epoch`` column of the ``curve`` attribute :class:`bstune.Run`
+    ``planned_epochs`` and the ``epoch`` column of the ``curve`` attribute ``bstune.Run``
     writes), capped by the study's time budget; trials that do not say are read at equal time. The
     first rung sits at ``first_rung_fraction`` of the trial's own planned end, so no trial is judged
     before it is that far into its schedule, and no rung is placed at or after its end (a finished
@@ -79,7 +79,7 @@ class TimeAlignedPruner(ExplainingPruner):
         peer_progress: How far into its own schedule a shorter-schedule trial may be read, in [0, 1].
         percentile: Also prune at every report below this percentile (``None``: rungs only).
 
-    Example:
+    Examples:
         >>> import optuna
         >>> study = optuna.create_study(direction="maximize", pruner=TimeAlignedPruner(min_seconds=1.0))
         >>> for acc in (0.9, 0.8, 0.7, 0.6):
@@ -164,7 +164,7 @@ class TimeAlignedPruner(ExplainingPruner):
         self.peer_progress = float(peer_progress)
         self.percentile = None if percentile is None else float(percentile)
 
-    def _decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         pts = points(trial)
         if not pts:
             return None
