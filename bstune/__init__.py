@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from bstune.errors import BstuneError, SpaceError, StorageError, TaskError
     from bstune.memory import BatchSearch, find_max_batch_size
     from bstune.noise import NoiseScale, measure_noise_scale
+    from bstune.objective import make_objective
     from bstune.objectives import Target, TimeBudget
     from bstune.probe import ProbeResult, run_probe
     from bstune.pruners import default_pruner
     from bstune.run import CurvePoint, Run
     from bstune.space import Hyperparams, SearchSpace, load_space, suggest
-    from bstune.study import create_study, make_objective, optimize, retry_trial
+    from bstune.storage import retry_trial
+    from bstune.study import create_study, optimize
     from bstune.task import Task, load_task
     from bstune.tuning import tune
 
@@ -86,7 +88,7 @@ _WHERE = {
     "suggest": "bstune.space",
     "create_study": "bstune.study",
     "confirm": "bstune.confirmation",
-    "make_objective": "bstune.study",
+    "make_objective": "bstune.objective",
     "optimize": "bstune.study",
     "default_pruner": "bstune.pruners",
     "Task": "bstune.task",

@@ -432,7 +432,7 @@ def dashboard(
 ) -> None:
     """Start optuna-dashboard on the storage and print the address to open (Ctrl-C stops it)."""
     from bstune.analysis import make_dashboard_server
-    from bstune.study import mask_url
+    from bstune.storage import mask_url
 
     if not 0 <= port <= 65535:
         raise BstuneError(f"--port must be an integer in [0, 65535]; got {port}")
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
         if _is_usage_error(e):  # click's, whether typer vendors it or not
             print(f"bstune: error: {e.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
             sys.exit(int(getattr(e, "exit_code", 2)))
-        from bstune.study import mask_url
+        from bstune.storage import mask_url
 
         print(f"bstune: error: {type(e).__name__}: {mask_url(str(e).splitlines()[0] if str(e) else '')} "
               "(run with --debug for the traceback)", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Seed noise, measured: the best configurations of a study trained again with other seeds.
 
 Confirmation runs are ordinary trials of the same study with the user attribute ``confirms`` (the
-number of the trial they repeat); they are never pruned. :mod:`bstune.analysis` reads them as a
+number of the trial they repeat); they are never pruned. ``bstune.analysis`` reads them as a
 mean and a spread per configuration.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 
 from bstune.errors import invalid
-from bstune.study import is_feasible, optimize
+from bstune.objectives import is_feasible
+from bstune.study import optimize
 
 __all__ = ["CONFIRMS_ATTR", "confirm", "enqueue_confirmations", "without_pruning"]
 
@@ -30,7 +31,7 @@ def enqueue_confirmations(study: optuna.Study, seeds: int, top: int = 3) -> list
 
     The best configurations are the feasible finished trials with the best values, one per set of
     parameters, confirmation runs left out. Runs queued or done before count, so calling it again
-    adds only what is missing. Each queued trial carries :data:`CONFIRMS_ATTR` = the number of the
+    adds only what is missing. Each queued trial carries ``CONFIRMS_ATTR`` = the number of the
     trial it repeats; it trains under another seed because the built-in trainer seeds each trial
     with ``seed + trial number`` (a ``train(hp, run)`` script does so if it uses
     ``run.trial.number`` in its seed).
@@ -79,7 +80,7 @@ def confirm(
 ) -> list[int]:
     """Train the ``top`` best configurations of ``study`` again with ``seeds`` other seeds each.
 
-    The runs are stored in the study (:func:`enqueue_confirmations`) and are never pruned: a
+    The runs are stored in the study (``enqueue_confirmations``) and are never pruned: a
     confirmation measures the spread between seeds, so every run goes to its end. The report then
     shows each configuration as a mean and a spread and says which are within noise of the best.
 
@@ -106,7 +107,7 @@ def trained_as(study: optuna.Study) -> dict[str, bool | None]:
     recorded ``amp`` off (float32), else ``None`` (the trainer's default). A study with no completed
     trial, or one whose script owns its loop (no such records), gives ``None`` for both.
 
-    Example:
+    Examples:
         >>> study = optuna.create_study()
         >>> study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={"compiled": True, "amp": "off"}))
         >>> trained_as(study)

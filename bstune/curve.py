@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-__all__ = ["CurvePoint", "curve_from_attrs", "curve_to_attrs"]
+__all__ = ["CurvePoint", "curve_column", "curve_from_attrs", "curve_to_attrs"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,20 @@ def curve_to_attrs(curve: Sequence[CurvePoint]) -> dict[str, list[Any]]:
     return {f: [_json_float(float(getattr(p, f))) for p in curve] for f in _CURVE_FIELDS}
 
 
+def curve_column(trial: optuna.trial.FrozenTrial, name: str) -> list[float]:
+    """One column (``train_s``, ``epoch``, ``loss``, ...) of the curve recorded on a trial: NaN for
+    a missing value, empty when the trial has no curve or no such column."""
+    raw = trial.user_attrs.get("curve")
+    col = raw.get(name) if isinstance(raw, dict) else None
+    if not isinstance(col, list):
+        return []
+    return [math.nan if v is None else float(v) for v in col]
+
+
 def curve_from_attrs(trial: optuna.trial.FrozenTrial) -> list[CurvePoint]:
     """The learning curve recorded on a trial (empty if it has none)."""
-    raw = trial.user_attrs.get("curve")
-    if not isinstance(raw, dict):
-        return []
-    cols = [[math.nan if v is None else v for v in raw.get(f, [])] for f in _CURVE_FIELDS]
+    cols = [curve_column(trial, f) for f in _CURVE_FIELDS]
     return [
-        CurvePoint(float(a), float(b), float(c), int(d), float(e), float(f))
+        CurvePoint(a, b, c, int(d), e, f)
         for a, b, c, d, e, f in zip(*cols, strict=False)
     ]

@@ -8,7 +8,7 @@ This designed experiment measures it the way Shallue et al. (2018) did, on the u
    around a first guess (three, a factor ``step`` apart), and one more step out while the best
    of them is an end (the peak is bracketed);
 2. fit a parabola in log learning rate per batch size, curvature shared
-   (:mod:`bstune.analysis._design`), and take each batch size's peak as its rate (a rate already
+   (``bstune.analysis._design``), and take each batch size's peak as its rate (a rate already
    tried within 15% of the peak is reused);
 3. train each batch size at that rate until it has ``seeds + 1`` runs there.
 
@@ -113,7 +113,7 @@ class PlannedTrial:
 def spread(sizes: Sequence[int], n: int) -> list[int]:
     """``n`` of ``sizes`` spread evenly in log scale, both ends kept.
 
-    Example:
+    Examples:
         >>> spread([16, 32, 64, 128, 256, 512, 1024], 4)
         [16, 64, 256, 1024]
     """
@@ -209,7 +209,7 @@ def _fitting_sizes(study: optuna.Study, space: SearchSpace) -> list[int]:
 
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    from bstune.study import is_feasible
+    from bstune.objectives import is_feasible
 
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             if t.value is not None and math.isfinite(t.value) and is_feasible(t)]
@@ -331,7 +331,7 @@ def _centre(design: BatchDesign, batch_size: int, guess: float | None) -> float:
 def _order(sizes: Sequence[int]) -> list[int]:
     """The order batch sizes start in: the middle one, then outward, nearest first.
 
-    Example:
+    Examples:
         >>> _order([16, 64, 256, 1024])
         [256, 64, 1024, 16]
     """
@@ -343,7 +343,7 @@ def _guesses(design: BatchDesign, tried: Mapping[int, list[float]], chosen: Mapp
     """The first guesses of the batch sizes that may start now.
 
     The middle batch size starts from the plan's guess. Another starts once a neighbour (in the
-    order :func:`_order` gives) has chosen its rate, from the rule the chosen rates give: the
+    order ``_order`` gives) has chosen its rate, from the rule the chosen rates give: the
     square root of the batch size from one, the least-squares line through two or more (its
     slope held to -0.5 ... 1.5).
     """

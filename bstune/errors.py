@@ -1,6 +1,6 @@
 """The errors bstune raises for bad input, with one message template for all of them.
 
-Every check at the door (a constructor, a file load, a CLI option) raises :class:`BstuneError` or a
+Every check at the door (a constructor, a file load, a CLI option) raises ``BstuneError`` or a
 subclass with a message that names the thing, the rule and the value, so that the CLI can print it
 as one line and a library user can catch it as a ``ValueError``.
 """

@@ -40,7 +40,7 @@ _OOM_MESSAGES = ("out of memory", "CUDA error: out of memory", "MPS backend out 
 def is_oom(exc: BaseException | None) -> bool:
     """Whether ``exc`` means the device or the host ran out of memory.
 
-    Example:
+    Examples:
         >>> is_oom(MemoryError()), is_oom(ValueError("out of memory"))
         (True, False)
     """
@@ -109,7 +109,7 @@ def find_max_batch_size(
     Doubling from ``start`` until a size fails or ``bound`` is reached, then bisection between the
     last size that fitted and the first that did not, so the result is exact when fitting is
     monotone in the batch size. Memory is freed after every try. An error that is not
-    out-of-memory (see :func:`is_oom`) propagates untouched.
+    out-of-memory (see ``is_oom``) propagates untouched.
 
     Args:
         try_batch: Runs one training step at the given batch size; raises on out of memory.
@@ -121,7 +121,7 @@ def find_max_batch_size(
     Raises:
         BstuneError: Not even a batch of one fits.
 
-    Example:
+    Examples:
         >>> def step(b):
         ...     if b > 37:
         ...         raise MemoryError(f"batch {b}")
@@ -202,8 +202,8 @@ def reset_peak_memory(device: Any) -> None:
 
 
 def record_peak_memory(run: Any, device: Any) -> None:
-    """Record a trial's peak memory on its :class:`~bstune.Run` (typed loosely: run.py imports this
-    module): CUDA allocations since :func:`reset_peak_memory` on a CUDA ``device``, else the
+    """Record a trial's peak memory on its ``Run`` (typed loosely: run.py imports this
+    module): CUDA allocations since ``reset_peak_memory`` on a CUDA ``device``, else the
     process's peak resident memory, an upper bound for the trial on the CPU."""
     import torch
 
@@ -219,7 +219,7 @@ def accumulation_plan(batch_size: int, micro_limit: int | None) -> tuple[int, in
     The micro-batch is the largest that fits (``micro_limit``); the last micro-batch of a step may
     be smaller, so the effective batch is exact.
 
-    Example:
+    Examples:
         >>> accumulation_plan(1024, 300), accumulation_plan(64, 300)
         ((300, 4), (64, 1))
     """

@@ -83,7 +83,7 @@ def _ratio(s: float, g: float) -> float:
     return s / g if g > 0 else math.inf
 
 
-#: Decay of the moving averages behind :attr:`NoiseScale.running` (about a five-step window).
+#: Decay of the moving averages behind ``NoiseScale.running`` (about a five-step window).
 EMA_DECAY = 0.8
 
 
@@ -105,7 +105,7 @@ def noise_scale_from_norms(
         burn_in_fraction: Fraction of the leading steps left out of the averages (at least one
             step is always kept).
 
-    Example:
+    Examples:
         >>> # |G|^2 = 1 and tr(Sigma) = 64: E|G_B|^2 = 1 + 64 / B
         >>> noise_scale_from_norms([1 + 64 / 8], [1 + 64 / 256], 8, 256).b_simple
         64.0

@@ -1,9 +1,9 @@
 """The two modes of a study, and how a learning curve becomes the value Optuna sees.
 
-* :class:`TimeBudget` (budget T): a trial trains until T seconds of training time or the end of its
+* ``TimeBudget`` (budget T): a trial trains until T seconds of training time or the end of its
   epochs; its value is the best validation metric it reached; the study maximises it (or minimises,
   for a lower-is-better metric).
-* :class:`Target` (target A): a trial stops when the validation metric first reaches A; its value is
+* ``Target`` (target A): a trial stops when the validation metric first reaches A; its value is
   the training seconds it took; the study minimises it. With a ``limit`` L, a trial that has not
   reached A after L seconds of training stops there (a miss), and its schedule ends at L.
 
@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 from bstune.errors import BstuneError, invalid
 
 if TYPE_CHECKING:
+    import optuna
+
     from bstune.curve import CurvePoint
 
-__all__ = ["Mode", "Target", "TimeBudget", "mode_from_attrs"]
+__all__ = ["Mode", "Target", "TimeBudget", "better", "is_feasible", "mode_from_attrs"]
 
 Direction = Literal["maximize", "minimize"]
 
@@ -35,6 +37,27 @@ def _check_direction(owner: str, direction: str) -> None:
     if direction not in ("maximize", "minimize"):
         raise invalid("metric_direction", owner, "'maximize' or 'minimize'", direction)
 
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial met its constraints (a missed target or out of memory does not)."""
+    return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def better(a: float, b: float, *, maximize: bool) -> bool:
+    """Whether ``a`` is strictly better than ``b``; NaN never beats anything, and anything beats NaN.
+
+    Examples:
+        >>> better(0.9, 0.8, maximize=True), better(0.9, 0.8, maximize=False), better(0.5, 0.5, maximize=True)
+        (True, False, False)
+        >>> better(math.nan, 0.1, maximize=True), better(0.1, math.nan, maximize=False)
+        (False, True)
+    """
+    if math.isnan(a):
+        return False
+    if math.isnan(b):
+        return True
+    return a > b if maximize else a < b
 
 @dataclass(frozen=True)
 class TimeBudget:
@@ -46,7 +69,7 @@ class TimeBudget:
         metric_name: What the metric is called in reports and on the dashboard.
         clock: ``"train"`` counts time inside training steps; ``"wall"`` counts everything.
 
-    Example:
+    Examples:
         >>> TimeBudget(30).study_direction
         'maximize'
     """
@@ -115,12 +138,12 @@ class Target:
         limit: The most seconds of training a trial may take to reach it (``None``: no limit; a
             trial trains until its planned epochs end). A trial still short of the target at the
             limit stops there as a miss, and its learning-rate schedule ends at the limit, as in a
-            time-budget study; :class:`bstune.pruners.AsyncHalvingPruner` ranks at fractions of it.
+            time-budget study; ``bstune.pruners.AsyncHalvingPruner`` ranks at fractions of it.
         metric_direction: Whether a higher validation metric is better.
         metric_name: What the metric is called in reports and on the dashboard.
         clock: ``"train"`` counts time inside training steps; ``"wall"`` counts everything.
 
-    Example:
+    Examples:
         >>> Target(0.8).shortfall(0.75)
         0.05...
         >>> Target(0.8, limit=60).trial_limit

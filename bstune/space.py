@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "RESERVED_PARAMS",
     "SCALING_EXPONENTS",
     "Hyperparams",
     "SearchSpace",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 SCALING_EXPONENTS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+
+#: The Optuna parameters of a bstune search space itself; a space's own ``params`` may not use them.
+RESERVED_PARAMS = frozenset({"batch_size", "log2_batch_size", "learning_rate", "base_learning_rate", "epochs"})
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ class SearchSpace:
         params = []
         raw_params = v.mapping(top.get("params") or {}, "params")
         for pname, spec in raw_params.items():
-            if pname in {"batch_size", "learning_rate", "base_learning_rate", "epochs", "log2_batch_size"}:
+            if pname in RESERVED_PARAMS:
                 raise v.error(f"params.{pname}", "is reserved for bstune's own parameters; choose another name")
             params.append(v.param(str(pname), spec))
 

@@ -4,13 +4,13 @@ A task script is a Python file that defines either
 
 * ``data()`` and ``model(hp)`` (and optionally ``loss()``, ``metric(outputs, targets)``,
   ``optimizer(parameters, hp)``): bstune's built-in trainer owns the loop; or
-* ``train(hp, run)``: the script owns the loop and reports through the :class:`~bstune.Run`.
+* ``train(hp, run)``: the script owns the loop and reports through the ``Run``.
 
 It may also define ``DEFAULTS``, a dict of defaults for ``bstune optimize`` (``space``,
 ``time_budget``, ``target``, ``n_trials``, ``metric_name``, ``metric_direction``, and ``amp``:
 ``False`` trains in float32 on CUDA too, for models that bf16 autocast slows down), so that the bare
 command does something sensible for that task. Options given with ``--task-option KEY=VALUE`` are
-passed to ``data(**options)`` (or ``train``'s script through :attr:`Task.options`).
+passed to ``data(**options)`` (or ``train``'s script through ``Task.options``).
 
 Scripts are only ever loaded from a path the user names.
 """

@@ -1,6 +1,6 @@
 """A fake clock and a synthetic training task, for tests and simulations that never sleep.
 
-:class:`SyntheticTask` is a ``train(hp, run)`` function whose learning curves follow the shapes
+``SyntheticTask`` is a ``train(hp, run)`` function whose learning curves follow the shapes
 the batch-size literature measures, so studies, pruners and analysis can be exercised in
 milliseconds without torch:
 
@@ -14,7 +14,7 @@ milliseconds without torch:
 * the end of the learning-rate schedule brings a last gain (annealing), so curves of trials with
   different planned lengths cross.
 
-Synthetic curves are a unit test, not evidence. :class:`RecordedCurves` replays learning curves
+Synthetic curves are a unit test, not evidence. ``RecordedCurves`` replays learning curves
 recorded from real training runs (``benchmarks/record_curves.py`` writes them) through the same
 ``train(hp, run)`` interface, so a search strategy can be judged on real curves in seconds.
 """
@@ -37,7 +37,7 @@ __all__ = ["FakeClock", "RecordedCurve", "RecordedCurves", "RecordedTask", "Synt
 class FakeClock:
     """A clock that moves only when told to.
 
-    Example:
+    Examples:
         >>> clock = FakeClock()
         >>> clock.advance(1.5)
         >>> clock()
@@ -58,7 +58,7 @@ class FakeClock:
 
 @dataclass
 class SyntheticTask:
-    """A simulated training job; call it as ``task(hp, run)`` with a run on :attr:`clock`.
+    """A simulated training job; call it as ``task(hp, run)`` with a run on ``clock``.
 
     Args:
         n_train: Training samples per epoch.
@@ -172,7 +172,7 @@ class RecordedCurves:
     was recorded under); every other line is one configuration: ``batch_size``, ``learning_rate``,
     ``epochs`` and the lists ``train_s``, ``epoch``, ``metric``, ``loss`` (``null`` for NaN).
 
-    Example:
+    Examples:
         >>> import json, tempfile
         >>> lines = [{"meta": {"budget": 2.0}},
         ...          {"batch_size": 32, "learning_rate": 0.01, "epochs": 2, "train_s": [1.0, 2.0],

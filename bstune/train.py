@@ -428,7 +428,7 @@ def default_optimizer_options(device: torch.device) -> dict[str, Any]:
     """Options of the default AdamW: the fused kernel on CUDA (one launch for all parameters
     instead of several per tensor), the default elsewhere.
 
-    Example:
+    Examples:
         >>> default_optimizer_options(torch.device("cuda")), default_optimizer_options(torch.device("cpu"))
         ({'fused': True}, {})
     """

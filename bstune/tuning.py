@@ -262,10 +262,12 @@ def _open(
     import optuna
 
     from bstune import _progress
+    from bstune.objective import make_objective
     from bstune.objectives import Target
     from bstune.pruners import make_pruner
     from bstune.space import load_space
-    from bstune.study import create_study, make_objective, mask_url, resolve_storage
+    from bstune.storage import mask_url, resolve_storage
+    from bstune.study import create_study
 
     n_trials = n_trials if n_trials is not None else int(task.defaults.get("n_trials", 20))
     the_space = load_space(space or task.defaults.get("space", "default"))
@@ -355,7 +357,7 @@ def _stored_probe(storage: str, study_name: str) -> dict[str, Any] | None:
     """The probe findings stored on an existing study of that name, if any."""
     import optuna
 
-    from bstune.study import resolve_storage
+    from bstune.storage import resolve_storage
 
     store = resolve_storage(storage)
     if study_name not in optuna.study.get_all_study_names(storage=store):  # type: ignore[arg-type]
@@ -509,7 +511,7 @@ def _close(job: _Job, artifact_dir: str | Path | None) -> None:
     """The best configurations, the report (printed and stored on the study) and where to look next."""
     from bstune import _progress
     from bstune.analysis import best_configurations, publish_report
-    from bstune.study import mask_url
+    from bstune.storage import mask_url
 
     rows = best_configurations(job.study, k=5)
     if rows:

@@ -1,11 +1,14 @@
 """Break the code on purpose and check that a test notices: the breaks a review once found unnoticed.
 
 Each break below replaces one piece of bstune's code, runs the tests named for it, expects at
-least one of them to fail, and puts the code back. Not collected by pytest (slow: it runs the
+least one of them to fail, and puts the code back. A break finds its code by its tokens, not its
+text, so a reformat of the code (other line breaks, spaces, indentation) does not defeat it;
+``--check`` applies every break to the code as it is and reformatted, without running tests. Not collected by pytest (slow: it runs the
 named tests once per break); run it after changing a test that guards one of these:
 
     python tests/breaks.py            # every break
     python tests/breaks.py spaces     # the breaks whose name contains "spaces"
+    python tests/breaks.py --check    # every break applies (to the code as is and reformatted)
 
 It prints one line per break (caught or MISSED) and exits 1 if any was missed. It edits the
 working tree while it runs: commit nothing until it has finished. Stopped by SIGTERM (``timeout``)
@@ -14,9 +17,14 @@ or Ctrl-C, it puts the code back first.
 
 from __future__ import annotations
 
+import ast
+import io
 import signal
 import subprocess
 import sys
+import tempfile
+import textwrap
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +82,7 @@ BREAKS = [
         "bstune/pruners/_factory.py",
         "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner())\n",
         "    return AnyPruner(DivergencePruner(), SlowTrialPruner(), GainBoundPruner(), AsyncHalvingPruner(n_rungs=1))\n",
-        ("tests/test_pruners.py::test_a_rung_that_always_ranks_stops_a_slow_starting_best_configuration_the_default_keeps",),
+        ("tests/test_halving.py::test_a_rung_that_always_ranks_stops_a_slow_starting_best_configuration_the_default_keeps",),
     ),
     Break(
         "the time-budget default ranks at a quarter where the study's early values rank final ones",
@@ -88,7 +96,7 @@ BREAKS = [
         "bstune/pruners/_halving.py",
         '        if self.skip_sweep and trial.number < getattr(study.sampler, "n_sweep", 0):\n',
         '        if False:\n',
-        ("tests/test_pruners.py::test_a_rung_with_skip_sweep_leaves_the_start_up_sweep_to_train",),
+        ("tests/test_halving.py::test_a_rung_with_skip_sweep_leaves_the_start_up_sweep_to_train",),
     ),
     Break(
         "the async-halving pruner ignores its rank check",
@@ -107,8 +115,8 @@ BREAKS = [
     Break(
         "make_pruner returns NopPruner for every name but default",
         "bstune/pruners/_factory.py",
-        '    if name == "default":\n        return default_pruner(mode)\n',
-        '    if name == "default":\n        return default_pruner(mode)\n    return optuna.pruners.NopPruner()\n',
+        "    return factory(mode)\n",
+        '    return factory(mode) if name == "default" else optuna.pruners.NopPruner()\n',
         ("tests/test_pruners.py::test_make_pruner_knows_every_name_and_picks_a_default_per_mode",),
     ),
     Break(
@@ -116,7 +124,7 @@ BREAKS = [
         "bstune/tuning.py",
         'pruner=make_pruner(spec["pruner"], mode))',
         'pruner=make_pruner("default", mode))',
-        ("tests/test_pruners.py::test_cli_optimize_with_a_pruner",),
+        ("tests/test_cli_pruners.py::test_cli_optimize_with_a_pruner",),
     ),
     Break(
         "the time-aligned pruner never prunes",
@@ -177,8 +185,8 @@ BREAKS = [
     Break(
         "--seed is ignored",
         "bstune/cli.py",
-        "        seed=seed, compile=compile_model,",
-        "        seed=0, compile=compile_model,",
+        "micro_batch_size=micro_batch_size, seed=seed, compile=compile_model, amp=amp, pruner=pruner",
+        "micro_batch_size=micro_batch_size, seed=0, compile=compile_model, amp=amp, pruner=pruner",
         ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
     ),
     Break(
@@ -191,15 +199,15 @@ BREAKS = [
     Break(
         "--clock wall is ignored",
         "bstune/cli.py",
-        "study_name=study_name, clock=clock,",
-        'study_name=study_name, clock="train",',
+        "timeout=timeout, storage=storage, study_name=study_name, clock=clock,",
+        'timeout=timeout, storage=storage, study_name=study_name, clock="train",',
         ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
     ),
     Break(
         "--micro-batch-size is ignored",
         "bstune/cli.py",
-        "device=device, micro_batch_size=micro_batch_size,\n        seed=seed, compile",
-        "device=device, micro_batch_size=None,\n        seed=seed, compile",
+        "device=device, micro_batch_size=micro_batch_size, seed=seed, compile=compile_model, amp=amp, pruner=pruner",
+        "device=device, micro_batch_size=None, seed=seed, compile=compile_model, amp=amp, pruner=pruner",
         ("tests/test_cli.py::test_seed_timeout_clock_and_micro_batch_options_take_effect",),
     ),
     Break(
@@ -235,7 +243,7 @@ BREAKS = [
         "bstune/pruners/_slow.py",
         "            return None  # its schedule ends before another evaluation: let it finish\n",
         "            pass\n",
-        ("tests/test_pruners.py::test_slow_trial_pruner_lets_a_schedule_that_ends_before_its_next_evaluation_finish",),
+        ("tests/test_slow.py::test_slow_trial_pruner_lets_a_schedule_that_ends_before_its_next_evaluation_finish",),
     ),
     Break(
         "a batch size's peak interval uses the standard error without Student's t",
@@ -261,14 +269,92 @@ BREAKS = [
 ]
 
 
+_SKIP = {tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT, tokenize.ENCODING,
+         tokenize.ENDMARKER}
+
+
+def _tokens(code: str) -> list[tokenize.TokenInfo]:
+    """The tokens that carry meaning: layout (line breaks, indentation) and comments left out."""
+    out = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(code)).readline):
+            if tok.type not in _SKIP:
+                out.append(tok)
+    except (tokenize.TokenError, IndentationError):  # a snippet may end inside brackets
+        pass
+    return out
+
+
+def _offsets(text: str) -> list[int]:
+    starts, n = [0], 0
+    for line in text.splitlines(keepends=True):
+        n += len(line)
+        starts.append(n)
+    return starts
+
+
+def _key(tokens: list[tokenize.TokenInfo]) -> list[tuple[int, str]]:
+    """What a reformat keeps of the tokens: a trailing comma before a closing bracket dropped, a
+    string by its value (not its quotes)."""
+    out = []
+    for i, t in enumerate(tokens):
+        if t.string == "," and i + 1 < len(tokens) and tokens[i + 1].string in ")]}":
+            continue
+        text = t.string
+        if t.type == tokenize.STRING:
+            try:
+                text = repr(ast.literal_eval(text))
+            except (ValueError, SyntaxError):  # an f-string: its quotes only
+                text = text.replace("'", '"')
+        out.append((t.type, text))
+    return out
+
+
+def apply(source: str, old: str, new: str) -> str | None:
+    """``source`` with the code ``old`` replaced by ``new``, found by its tokens, so that a
+    reformat (other line breaks, spaces, indentation, quotes, trailing commas) does not hide it;
+    None unless found exactly once (where the tokens occur more than once, the place where the
+    text occurs once decides). ``new`` is written where ``old`` starts, its later lines as written."""
+    want_tokens, have = _tokens(old), _tokens(source)
+    want, keys = _key(want_tokens), _key(have)
+    kept = [t for i, t in enumerate(have) if not (t.string == "," and i + 1 < len(have) and have[i + 1].string in ")]}")]
+    hits = [i for i in range(len(keys) - len(want) + 1) if keys[i : i + len(want)] == want] if want else []
+    lines = _offsets(source)
+
+    def offset(pos: tuple[int, int]) -> int:
+        return lines[pos[0] - 1] + pos[1]
+
+    if len(hits) > 1 and source.count(old) == 1:
+        at = source.index(old) + len(old) - len(old.lstrip())
+        hits = [i for i in hits if offset(kept[i].start) == at]
+    if len(hits) != 1:
+        return None
+    start, end = offset(kept[hits[0]].start), offset(kept[hits[0] + len(want) - 1].end)
+    return source[:start] + new.strip() + source[end:]
+
+
+def check(b: Break, path: Path) -> str | None:
+    """Why the break cannot be applied (not found once, or the result is not Python), else None."""
+    original = path.read_text(encoding="utf-8")
+    broken = apply(original, b.old, b.new)
+    if broken is None:
+        return "the code to break is not found exactly once"
+    try:
+        ast.parse(broken)
+    except SyntaxError as e:
+        return f"the broken code is not Python ({e.msg}, line {e.lineno})"
+    return None
+
+
 def caught(b: Break) -> bool:
     """Apply the break, run its tests, put the code back; True when a test failed."""
     path = ROOT / b.path
     original = path.read_text(encoding="utf-8")
-    if original.count(b.old) != 1:
-        raise SystemExit(f"{b.name}: the code to break is not found exactly once in {b.path}; update tests/breaks.py")
+    problem = check(b, path)
+    if problem is not None:
+        raise SystemExit(f"{b.name}: {problem} in {b.path}; update tests/breaks.py")
     try:
-        path.write_text(original.replace(b.old, b.new), encoding="utf-8")
+        path.write_text(apply(original, b.old, b.new) or original, encoding="utf-8")
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *b.tests],
             cwd=ROOT, capture_output=True, text=True,
@@ -278,7 +364,34 @@ def caught(b: Break) -> bool:
     return proc.returncode == 1  # tests failed (not 5: none collected; not 2: an error)
 
 
+def check_all() -> int:
+    """``--check``: every break applies, to the code as it is and to the code reformatted
+    (``ruff format`` with the project's settings, which rewraps many lines); no test runs."""
+    bad = 0
+    for b in BREAKS:
+        path = ROOT / b.path
+        done = subprocess.run([sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
+                              input=path.read_text(), capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise SystemExit(f"ruff format failed (pip install ruff): {done.stderr.strip()[:300]}")
+        reformatted = done.stdout
+        problems = [check(b, path)]
+        if reformatted:
+            tmp = Path(tempfile.mkdtemp()) / path.name
+            tmp.write_text(reformatted)
+            problems.append(check(b, tmp))
+        for where, problem in zip(("as it is", "reformatted"), problems, strict=False):
+            if problem is not None:
+                bad += 1
+                print(f"BROKEN  {b.name} ({where}): {problem}")
+    print(f"{len(BREAKS) - bad} of {len(BREAKS)} breaks apply, as the code is and reformatted" if not bad else
+          f"{bad} problems")
+    return 1 if bad else 0
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        return check_all()
     # Killed by `timeout` or a terminal's close: exit through the finally that puts the code back.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     chosen = [b for b in BREAKS if not argv or any(a in b.name for a in argv)]

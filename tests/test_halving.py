@@ -9,6 +9,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _pruning import _finished as _finished_steps
+from _pruning import _random_start_then_best
+from _pruning import _study as _pruner_study
 from optuna.trial import TrialState
 
 import bstune
@@ -248,3 +251,53 @@ def test_on_recorded_real_curves_a_target_study_stops_slow_starters_and_keeps_th
     for t in halved:
         assert "outside the top 25%" in t.user_attrs["stop_detail"]
         assert t.user_attrs["train_s"] < 0.5 * curves.budget
+
+
+def test_a_rung_that_always_ranks_stops_a_slow_starting_best_configuration_the_default_keeps() -> None:
+    """Curves that cross (a CNN on digits, SGD with a cosine schedule over 60 epochs, evaluated once an
+    epoch): the best recorded configuration, batch 16, is behind at a quarter of the budget. Ranked
+    there against the trials before it, as the default once did, it is stopped; the default keeps it."""
+    mode = bstune.TimeBudget(1.0)
+    ranked = _random_start_then_best("digits_cnn", AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner(n_rungs=1)), 1)
+    assert ranked.trials[12].state == TrialState.PRUNED
+    assert "by AsyncHalvingPruner" in ranked.trials[12].user_attrs["stop_detail"]
+    kept = _random_start_then_best("digits_cnn", default_pruner(mode), 1)
+    assert kept.trials[12].state == TrialState.COMPLETE and kept.best_trial.number == 12
+    assert kept.best_value > ranked.best_value
+
+
+@pytest.mark.parametrize("task", ["names", "polarity", "digits"])
+def test_a_rung_with_skip_sweep_leaves_the_start_up_sweep_to_train(task: str) -> None:
+    """The default sampler's sweep measures each batch size; a halving rung with ``skip_sweep``
+    added to the default judges only the trials after it (the sweep's values at the rung still
+    count for them)."""
+    from bstune.testing import RecordedCurves
+
+    curves = RecordedCurves(_CURVES / f"{task}.jsonl")
+    space = curves.space()
+    mode = bstune.TimeBudget(curves.budget)
+    clock = FakeClock()
+    pruner = AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner(n_rungs=1, skip_sweep=True))
+    study = create_study(mode, space=space, pruner=pruner, seed=0)
+    n_sweep = study.sampler.n_sweep
+    assert n_sweep == 7  # batch sizes 16 to 1024
+    study.optimize(make_objective(curves.task(clock), space, mode, clock=clock), n_trials=n_sweep + 12)
+    halved = [t.number for t in study.trials if "by AsyncHalvingPruner" in t.user_attrs.get("stop_detail", "")]
+    assert halved and min(halved) >= n_sweep, halved
+
+
+def test_async_halving_skips_sweep_trials_only_when_asked() -> None:
+    study = _pruner_study(AsyncHalvingPruner(n_rungs=1, skip_sweep=True))
+    study.set_user_attr("mode", "time_budget")
+    study.set_user_attr("budget", 4.0)
+    study.sampler.n_sweep = 2  # type: ignore[attr-defined]  # as bstune.study.BatchSweep says
+    _finished_steps(study, [(500, 0.9), (1000, 0.95)])  # trial 0, far ahead at the 1 s rung
+    for number, expected in ((1, False), (2, True)):
+        t = study.ask()
+        assert t.number == number
+        t.report(0.1, 1100)
+        assert t.should_prune() is expected
+        study.tell(t, state=TrialState.FAIL)
+    assert "of the 1 trial that passed" in study.pruner.explain(study, 2).why
+    plain = AsyncHalvingPruner(n_rungs=1)
+    assert plain.skip_sweep is False

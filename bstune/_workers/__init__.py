@@ -28,7 +28,7 @@ from __future__ import annotations
 from bstune._workers._coordinator import Interrupted, WorkersResult, run_workers
 from bstune._workers._lost import reclaim_orphans
 from bstune._workers._plan import WorkerPlan, plan_workers, visible_gpus
-from bstune.study import retry_trial  # re-exported: workers retry their lost trials with it
+from bstune.storage import retry_trial  # re-exported: workers retry their lost trials with it
 
 __all__ = [
     "Interrupted",

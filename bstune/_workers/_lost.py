@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 
-from bstune.study import retry_trial
+from bstune.storage import retry_trial
 
 __all__ = ["death_reason", "fail_lost", "failures_message", "get_trial", "reclaim_orphans"]
 

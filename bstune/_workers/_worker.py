@@ -41,7 +41,7 @@ def _on_worker_sigint(signum: int, frame: Any) -> None:
 
 def worker_main() -> int:
     """A worker: read the spec on stdin, then run one trial per ticket until told to stop."""
-    from bstune.study import mask_url
+    from bstune.storage import mask_url
 
     signal.signal(signal.SIGINT, _on_worker_sigint)
     out = os.fdopen(int(os.environ["BSTUNE_WORKER_FD"]), "w", buffering=1)
@@ -128,9 +128,12 @@ def _concurrency_attrs(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial], float]]:
     """Rebuild, inside a worker, the objective the coordinator described."""
+    from bstune.objective import make_objective
     from bstune.objectives import mode_from_attrs
+    from bstune.sampler import default_sampler
     from bstune.space import load_space
-    from bstune.study import create_study, default_sampler, make_objective, resolve_storage
+    from bstune.storage import resolve_storage
+    from bstune.study import create_study
     from bstune.task import load_task
 
     verbosity = optuna.logging.WARNING if spec.get("debug") else optuna.logging.ERROR

@@ -1,12 +1,12 @@
 """Analysis of studies: plain data that reports format and plots draw.
 
-:func:`analyze` turns a study into a :class:`Report` (Pareto fronts, hypervolume, a recommendation
-per budget, batch-size effects, parameter importance); :func:`format_report` writes it as a table,
-JSON, CSV or Markdown; :func:`write_html` and :func:`write_png` draw it; :func:`publish_report`
+``analyze`` turns a study into a ``Report`` (Pareto fronts, hypervolume, a recommendation
+per budget, batch-size effects, parameter importance); ``format_report`` writes it as a table,
+JSON, CSV or Markdown; ``write_html`` and ``write_png`` draw it; ``publish_report``
 saves it where optuna-dashboard shows it. The drawing and dashboard functions load plotly,
 matplotlib and optuna-dashboard on first use only.
 
-Example:
+Examples:
     >>> import optuna
     >>> from bstune.analysis import best_configurations, pareto_indices
     >>> best_configurations(optuna.create_study())

@@ -1,8 +1,8 @@
 """What a study says: fronts, a recommendation per budget, batch-size effects, importance.
 
-:func:`analyze` reads a study once and returns a :class:`Report` of plain data (named tuples and
-numbers); :mod:`bstune.analysis._format`, :mod:`bstune.analysis._plotly` and
-:mod:`bstune.analysis._matplotlib` only format or draw it.
+``analyze`` reads a study once and returns a ``Report`` of plain data (named tuples and
+numbers); ``bstune.analysis._format``, ``bstune.analysis._plotly`` and
+``bstune.analysis._matplotlib`` only format or draw it.
 
 Definitions, in the study's own terms:
 
@@ -40,9 +40,8 @@ from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.analysis._report import BatchSizeRow, FrontPoint, Recommendation, Report, TrialSummary
 from bstune.analysis._scaling import fit_scaling
 from bstune.errors import BstuneError, invalid
-from bstune.objectives import Mode, Target, TimeBudget, mode_from_attrs
+from bstune.objectives import Mode, Target, TimeBudget, better, is_feasible, mode_from_attrs
 from bstune.run import curve_from_attrs
-from bstune.study import is_feasible
 
 __all__ = ["analyze", "default_budgets"]
 
@@ -62,15 +61,6 @@ def _opt_int(x: Any) -> int | None:
     return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def _better(a: float, b: float, maximize: bool) -> bool:
-    """Whether ``a`` beats ``b``; NaN never beats anything and anything beats NaN."""
-    if math.isnan(a):
-        return False
-    if math.isnan(b):
-        return True
-    return a > b if maximize else a < b
-
-
 def _summarize(t: optuna.trial.FrozenTrial, clock: str, maximize: bool, budget_mode: bool) -> TrialSummary:
     ua = t.user_attrs
     curve = curve_from_attrs(t)
@@ -78,7 +68,7 @@ def _summarize(t: optuna.trial.FrozenTrial, clock: str, maximize: bool, budget_m
     metrics = tuple(p.metric for p in curve)
     best = math.nan
     for m in metrics:
-        if math.isfinite(m) and _better(m, best, maximize):
+        if math.isfinite(m) and better(m, best, maximize=maximize):
             best = m
     if math.isnan(best) and budget_mode and t.value is not None:
         best = _num(t.value)  # a study without curves: the value is the metric
@@ -116,7 +106,7 @@ def default_budgets(times: Sequence[float], n: int = 5, span: float = 8.0) -> li
     In time-budget mode every trial runs about as long as the budget, so the smaller budgets are
     answered by the anytime front (the best curve point by then).
 
-    Example:
+    Examples:
         >>> default_budgets([1.0, 16.0], n=5)
         [1.0, 2.0, 4.0, 8.0, 16.0]
         >>> default_budgets([7.5, 8.0], n=4)
@@ -186,7 +176,7 @@ def analyze(
     target: float | None = None,
     importance: bool = True,
 ) -> Report:
-    """Read ``study`` and return its :class:`Report`.
+    """Read ``study`` and return its ``Report``.
 
     Args:
         study: A single-objective study, best made by bstune (its mode, clock and curves are read
@@ -202,7 +192,7 @@ def analyze(
     Raises:
         BstuneError: The study has several objectives.
 
-    Example:
+    Examples:
         >>> import optuna
         >>> analyze(optuna.create_study()).messages
         ['the study has no trials yet']
@@ -336,12 +326,12 @@ def _recommend(
         pick: TrialSummary | None = None
         for s in finished:
             if s.time_s <= b and (
-                pick is None or _better(s.metric, pick.metric, maximize) or (s.metric == pick.metric and s.time_s < pick.time_s)
+                pick is None or better(s.metric, pick.metric, maximize=maximize) or (s.metric == pick.metric and s.time_s < pick.time_s)
             ):
                 pick = s
         a_best, a_time, a_trial = math.nan, math.nan, None
         for s, t, m in flat:
-            if math.isfinite(t) and t <= b and math.isfinite(m) and _better(m, a_best, maximize):
+            if math.isfinite(t) and t <= b and math.isfinite(m) and better(m, a_best, maximize=maximize):
                 a_best, a_time, a_trial = m, t, s
         basis = "finished" if pick else "anytime" if a_trial else "none"
         chosen = pick or a_trial
@@ -374,7 +364,7 @@ def _batch_sizes(
     for b, group in by_batch.items():
         best: TrialSummary | None = None
         for s in group:
-            if s.state == "complete" and math.isfinite(s.metric) and (best is None or _better(s.metric, best.metric, maximize)):
+            if s.state == "complete" and math.isfinite(s.metric) and (best is None or better(s.metric, best.metric, maximize=maximize)):
                 best = s
         bests[b] = best
     if target is None:

@@ -378,7 +378,7 @@ def _design_steps(r: Report) -> Answer:
 def answer_questions(r: Report, probe: dict[str, Any] | None = None) -> list[Answer]:
     """The short answers for report ``r`` (``probe``: the probe facts stored on the study, if any).
 
-    A study holding a batch-size study (:mod:`bstune.design`) answers the batch-size and
+    A study holding a batch-size study (``bstune.design``) answers the batch-size and
     learning-rate questions from it; otherwise from the search's trials, saying what would settle them.
     """
     if not r.trials:

@@ -1,9 +1,9 @@
 """The study made readable in optuna-dashboard, and the dashboard server itself.
 
-:func:`publish_report` is what ``bstune optimize`` calls when it ends: it analyses the study,
+``publish_report`` is what ``bstune optimize`` calls when it ends: it analyses the study,
 prints the report table, saves the report as the study's note and the front and batch-size figures
 as the study's plotly figures (optuna-dashboard's public API), and, given an artifact directory,
-uploads the report files as Optuna artifacts. :func:`make_dashboard_server` serves optuna-dashboard
+uploads the report files as Optuna artifacts. ``make_dashboard_server`` serves optuna-dashboard
 on a study's storage, bound to 127.0.0.1 unless asked otherwise.
 
 optuna-dashboard and plotly are imported here only, on first use.
@@ -50,7 +50,7 @@ ARTIFACT_DIR_ATTR = "artifact_dir"
 
 
 class Published(NamedTuple):
-    """What :func:`publish_report` saved: the report, the figure ids and the artifact ids."""
+    """What ``publish_report`` saved: the report, the figure ids and the artifact ids."""
 
     report: Report
     figure_ids: list[str]
@@ -136,7 +136,7 @@ def make_dashboard_server(
         host: The address to bind; 127.0.0.1 keeps the dashboard private to this machine.
         port: The port; 0 picks a free one.
         artifact_dir: Optuna's file-system artifact store, so the dashboard lists the files;
-            by default the directory recorded on the study by :func:`publish_report`.
+            by default the directory recorded on the study by ``publish_report``.
         study_name: Open this study's page; its name must exist in the storage.
 
     Returns:

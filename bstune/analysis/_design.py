@@ -1,7 +1,7 @@
 """The batch-size study read back: each batch size's best learning rate, the rule those rates
 follow, and the best each batch size reaches at its own rate, with a seed band.
 
-The study (:mod:`bstune.design`) trains each batch size at a few learning rates around its best
+The study (``bstune.design``) trains each batch size at a few learning rates around its best
 and then at the chosen rate with several seeds. This module fits, on those trials:
 
 * per batch size, a parabola in log learning rate (``value = h_b - q_b (ln lr - m_b)^2``, one
@@ -49,7 +49,7 @@ __all__ = [
 #: Trial user attribute: the trial's role in the batch-size study, ``"lr"`` (a point of its batch
 #: size's learning-rate search) or ``"seed"`` (the batch size's chosen rate, trained again).
 ROLE_ATTR = "design"
-#: Study user attribute: the batch-size study's plan (:class:`bstune.design.BatchDesign`).
+#: Study user attribute: the batch-size study's plan (``bstune.design.BatchDesign``).
 DESIGN_ATTR = "batch_design"
 
 
@@ -111,7 +111,7 @@ class BatchResult(NamedTuple):
     deviation (NaN for one run). ``within_noise``: the difference from the best batch size's mean
     is at most two standard errors (variance pooled over batch sizes); None for the best itself.
     ``at_examples``: the mean metric of these runs when they had all seen the same number of
-    training examples (:attr:`DesignReport.examples`). ``steps``: the mean optimizer steps to
+    training examples (``DesignReport.examples``). ``steps``: the mean optimizer steps to
     the target (target mode).
     """
 
@@ -199,7 +199,9 @@ def fit_peaks(points: Sequence[DesignPoint]) -> tuple[list[LrPeak], float]:
     residual degrees of freedom). A batch size with fewer than three rates tried, or whose
     parabola peaks outside its rates, gets its best tried rate, ``bracketed=False`` and no interval.
 
-    Example (three rates around 1e-2 at each of two batch sizes, exact parabolas):
+    Examples:
+        Three rates around 1e-2 at each of two batch sizes, exact parabolas:
+
         >>> pts = [DesignPoint(0, b, lr, 0.9 - (math.log(lr / best)) ** 2)
         ...        for b, best in ((32, 1e-2), (128, 2e-2)) for lr in (best / 3, best, best * 3)]
         >>> peaks, _ = fit_peaks(pts)
@@ -394,7 +396,7 @@ def seed_bands(groups: Mapping[int, Sequence[float]], *, maximize: bool) -> tupl
     over the batch sizes with two runs or more; another batch size is within noise of the best
     mean when the difference is at most two standard errors of a difference of means.
 
-    Example:
+    Examples:
         >>> rows, pooled = seed_bands({32: [0.80, 0.82, 0.81], 256: [0.79, 0.81, 0.80], 1024: [0.70, 0.72, 0.71]},
         ...                           maximize=True)
         >>> [(b, round(m, 3), round(s, 3), w) for b, m, s, w in rows], round(pooled, 4)
@@ -425,8 +427,8 @@ def seed_bands(groups: Mapping[int, Sequence[float]], *, maximize: bool) -> tupl
 
 def read_design(trials: Sequence[Any], summaries: Sequence[Any], plan: Mapping[str, Any], *, maximize: bool,
                 target: float | None) -> DesignReport:
-    """The :class:`DesignReport` of a study's trials (frozen trials and their summaries, in the
-    same order) under the stored ``plan`` (:data:`DESIGN_ATTR`)."""
+    """The ``DesignReport`` of a study's trials (frozen trials and their summaries, in the
+    same order) under the stored ``plan`` (``DESIGN_ATTR``)."""
     batch_sizes = tuple(int(b) for b in plan.get("batch_sizes", ()))
     fixed = dict(plan.get("fixed", {}))
     seeds = int(plan.get("seeds", 0))
@@ -497,7 +499,7 @@ def flat_batches(points: Sequence[DesignPoint], noise: float) -> dict[int, tuple
     one another: the spread of their mean values is at most two standard deviations of a
     difference of single runs (``2 * sqrt(2) * noise``).
 
-    Example:
+    Examples:
         >>> pts = [DesignPoint(0, 64, lr, v) for lr, v in ((1e-3, 0.824), (1e-2, 0.825), (1e-1, 0.8245))]
         >>> flat_batches(pts, 0.0006)
         {64: (0.001, 0.1, 0.001)}
@@ -559,7 +561,7 @@ def scaling_slopes(results: Sequence[BatchResult]) -> list[tuple[int, int, float
     ``ln(steps_a / steps_b) / ln(b / a)``: 1 is perfect scaling (twice the batch, half the steps),
     0 is no gain at all.
 
-    Example:
+    Examples:
         >>> rows = [BatchResult(b, 1e-3, (), (), 1.0, 0.0, 0, None, 1.0, s) for b, s in ((16, 800.0), (64, 200.0), (256, 150.0))]
         >>> [(a, b, round(k, 3)) for a, b, k in scaling_slopes(rows)]
         [(16, 64, 1.0), (64, 256, 0.208)]
@@ -575,7 +577,7 @@ STOPS_PAYING_SLOPE = 0.25
 
 def _stops_paying(results: Sequence[BatchResult]) -> int | None:
     """Target mode: the first batch size past which the steps to the target fall at less than a
-    quarter of perfect scaling (:func:`scaling_slopes` below :data:`STOPS_PAYING_SLOPE`)."""
+    quarter of perfect scaling (``scaling_slopes`` below ``STOPS_PAYING_SLOPE``)."""
     for a, _b, k in scaling_slopes(results):
         if k < STOPS_PAYING_SLOPE:
             return a

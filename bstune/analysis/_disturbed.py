@@ -3,9 +3,9 @@
 A time-budget study measures the machine as much as the model: a trial that shared the cores with
 another job trains fewer steps in its budget and reaches less, and would stand in the answers as
 what its batch size can do. Each trial records its training throughput (samples per second of
-training time); a trial whose throughput is below :data:`SLOW_RATIO` of the median of the study's
+training time); a trial whose throughput is below ``SLOW_RATIO`` of the median of the study's
 other trials with the same batch size, micro-batch and device is disturbed. bstune marks it when it
-ends (user attribute :data:`DISTURBED_ATTR`, with the ratio), and the report leaves it out of the
+ends (user attribute ``DISTURBED_ATTR``, with the ratio), and the report leaves it out of the
 batch-size answers and says why.
 
 What this cannot see: a disturbance that slowed every trial of a batch size alike (the whole
@@ -81,7 +81,9 @@ def disturbed_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, Di
     """The finished trials that were disturbed: marked so when they ended, or found so now
     against every other trial of the study.
 
-    Example (batch 64 at 75 samples/s where its other trials reached 2,500 to 3,500):
+    Examples:
+        Batch 64 at 75 samples/s where its other trials reached 2,500 to 3,500:
+
         >>> trials = [optuna.trial.create_trial(value=0.8, user_attrs={
         ...     "batch_size": 64, "device": "cpu", "throughput": thr, "samples_seen": 64_000})
         ...     for thr in (3000.0, 2500.0, 75.0, 3500.0)]

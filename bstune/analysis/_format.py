@@ -1,4 +1,4 @@
-"""A :class:`~bstune.analysis.Report` as text: a terminal table, JSON, CSV or Markdown.
+"""A ``Report`` as text: a terminal table, JSON, CSV or Markdown.
 
 Formatting only: every number comes from the report.
 """

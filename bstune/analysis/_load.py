@@ -14,7 +14,7 @@ __all__ = ["load_existing_study", "existing_storage"]
 def existing_storage(storage: str) -> optuna.storages.BaseStorage:
     """Open a storage URL that must already hold studies: a missing SQLite or journal file is an
     error here, never a new empty file (opening it would create one)."""
-    from bstune.study import mask_url, resolve_storage
+    from bstune.storage import mask_url, resolve_storage
 
     path: str | None = None
     if storage.startswith("sqlite:///"):

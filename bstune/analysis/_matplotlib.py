@@ -1,4 +1,4 @@
-"""Static PNG pictures of a :class:`~bstune.analysis.Report` with matplotlib.
+"""Static PNG pictures of a ``Report`` with matplotlib.
 
 Drawing only. It uses matplotlib's object API with the Agg canvas (no pyplot, no display, no
 global state) and is imported on first use.

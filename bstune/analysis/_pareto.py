@@ -27,7 +27,7 @@ def pareto_indices(times: Sequence[float], metrics: Sequence[float], *, maximize
         metrics: The metric, higher is better when ``maximize``.
         maximize: Whether a higher metric is better.
 
-    Example:
+    Examples:
         >>> pareto_indices([1.0, 2.0, 2.0, 3.0], [0.5, 0.7, 0.6, 0.7])
         [0, 1]
     """
@@ -63,7 +63,7 @@ def hypervolume_2d(
     For maximisation it is the area of the union of the rectangles [t_i, t_ref] x [m_ref, m_i]. Points slower or worse than the reference add
     nothing. Units: seconds times metric units; larger is better.
 
-    Example:
+    Examples:
         >>> hypervolume_2d([1.0, 2.0], [0.75, 1.0], reference=(3.0, 0.5))
         0.75
     """

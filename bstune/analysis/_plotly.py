@@ -1,4 +1,4 @@
-"""Interactive plotly figures of a :class:`~bstune.analysis.Report`, and the self-contained HTML.
+"""Interactive plotly figures of a ``Report``, and the self-contained HTML.
 
 Drawing only. Imported on first use (plotly is heavy); ``import bstune`` never loads it.
 """

@@ -1,7 +1,7 @@
-"""The report of a study as plain data: its rows, fronts, answers and the :class:`Report` itself.
+"""The report of a study as plain data: its rows, fronts, answers and the ``Report`` itself.
 
-:func:`bstune.analysis.analyze` (in ``_analyze.py``) fills it; :mod:`bstune.analysis._format`,
-:mod:`bstune.analysis._plotly` and :mod:`bstune.analysis._matplotlib` only format or draw it.
+``bstune.analysis.analyze`` (in ``_analyze.py``) fills it; ``bstune.analysis._format``,
+``bstune.analysis._plotly`` and ``bstune.analysis._matplotlib`` only format or draw it.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class BatchSizeRow(NamedTuple):
 
 @dataclass
 class Report:
-    """Everything :func:`analyze` found; plain data for formats and figures."""
+    """Everything ``analyze`` found; plain data for formats and figures."""
 
     study_name: str
     mode: str | None

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from bstune.study import is_feasible
+from bstune.objectives import is_feasible
+from bstune.space import RESERVED_PARAMS
 
 __all__ = ["ConfigRow", "best_configurations"]
 
@@ -32,7 +33,6 @@ class ConfigRow:
 
 def _row(t: optuna.trial.FrozenTrial) -> ConfigRow:
     ua = t.user_attrs
-    reserved = {"log2_batch_size", "batch_size", "learning_rate", "base_learning_rate", "epochs"}
     return ConfigRow(
         number=t.number,
         value=float(t.value) if t.value is not None else math.nan,
@@ -45,7 +45,7 @@ def _row(t: optuna.trial.FrozenTrial) -> ConfigRow:
         throughput=ua.get("throughput"),
         stop_reason=str(ua.get("stop_reason", t.state.name.lower())),
         feasible=is_feasible(t),
-        params={k: v for k, v in t.params.items() if k not in reserved},
+        params={k: v for k, v in t.params.items() if k not in RESERVED_PARAMS},
     )
 
 

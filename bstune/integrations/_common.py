@@ -11,7 +11,7 @@ from bstune.run import Run
 
 
 class Regions:
-    """Opens and closes a :class:`~bstune.Run`'s regions from callback hooks, which cannot use ``with``.
+    """Opens and closes a ``Run``'s regions from callback hooks, which cannot use ``with``.
 
     At most one region is open; entering another closes it first. The regions are the run's own
     context managers, so clock and synchronisation rules are the ones of a hand-written loop.

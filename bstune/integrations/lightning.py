@@ -1,4 +1,4 @@
-"""bstune in a Lightning ``Trainer``: a callback bound to a :class:`bstune.Run`.
+"""bstune in a Lightning ``Trainer``: a callback bound to a ``bstune.Run``.
 
 The minimal change to an existing Lightning script is a ``train(hp, run)`` function that builds the
 module and data with ``hp`` and adds the callback::
@@ -27,9 +27,9 @@ What the callback does:
 - After every training batch it checks the budget, and stops the trainer within one batch of it;
   Lightning then validates once more, so the trial's last point is at its end. A reached target,
   a pruner's decision or a non-finite loss or metric stop it at that report: pruned and diverged
-  trials leave ``fit`` with :class:`optuna.TrialPruned`, exactly as with the built-in trainer.
+  trials leave ``fit`` with ``optuna.TrialPruned``, exactly as with the built-in trainer.
 - Out of memory inside ``fit`` leaves it as the original error; ``bstune optimize`` (and
-  :func:`bstune.make_objective`) record it as the ``out_of_memory`` constraint and go on.
+  ``bstune.make_objective``) record it as the ``out_of_memory`` constraint and go on.
 """
 
 from __future__ import annotations

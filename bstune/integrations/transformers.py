@@ -1,4 +1,4 @@
-"""bstune in a Hugging Face ``transformers.Trainer``: a callback bound to a :class:`bstune.Run`.
+"""bstune in a Hugging Face ``transformers.Trainer``: a callback bound to a ``bstune.Run``.
 
 The minimal change to an existing Hugging Face script is a ``train(hp, run)`` function that takes
 its batch size, learning rate and epochs from ``hp`` and adds the callback::
@@ -31,11 +31,11 @@ What the callback does:
   one last evaluation, so the trial's last point is at its end; training that ends for any other
   reason also ends with an evaluation. A reached target, a pruner's decision or a non-finite
   metric or loss stop it at that report: pruned and diverged trials leave ``trainer.train()`` with
-  :class:`optuna.TrialPruned`, exactly as with the built-in trainer.
+  ``optuna.TrialPruned``, exactly as with the built-in trainer.
 - Out of memory inside ``train()`` leaves it as the original error; ``bstune optimize`` (and
-  :func:`bstune.make_objective`) record it as the ``out_of_memory`` constraint and go on.
+  ``bstune.make_objective``) record it as the ``out_of_memory`` constraint and go on.
 
-:func:`search_kwargs` plugs bstune's study, space, sampler and pruners into
+``search_kwargs`` plugs bstune's study, space, sampler and pruners into
 ``Trainer.hyperparameter_search(backend="optuna")``.
 """
 
@@ -66,7 +66,7 @@ class BstuneCallback(TrainerCallback):
 
     Args:
         run: The trial's run (the second argument of ``train(hp, run)``); with
-            :func:`search_kwargs`, leave it out: each trial binds its own.
+            ``search_kwargs``, leave it out: each trial binds its own.
         metric: The key of the evaluation metrics to report (``"eval_"`` plus the name your
             ``compute_metrics`` returns).
         evaluate_every_s: Also evaluate after this many training seconds since the last
@@ -227,10 +227,10 @@ def search_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments that make ``Trainer.hyperparameter_search`` run a bstune study.
 
-    The study is made (or resumed) with :func:`bstune.create_study`, so it carries the same
+    The study is made (or resumed) with ``bstune.create_study``, so it carries the same
     attributes as one from ``bstune optimize``, and the search uses bstune's sampler for the mode,
-    the named pruner (:func:`bstune.pruners.make_pruner`) and ``space``. ``callback`` must be among
-    the Trainer's callbacks; each trial binds it to a new :class:`~bstune.Run`. Out of memory fails
+    the named pruner (``bstune.pruners.make_pruner``) and ``space``. ``callback`` must be among
+    the Trainer's callbacks; each trial binds it to a new ``Run``. Out of memory fails
     the trial there (pass ``catch=(torch.OutOfMemoryError,)`` to go on); ``bstune optimize`` on a
     ``train(hp, run)`` script records it as a constraint instead.
 
@@ -239,9 +239,10 @@ def search_kwargs(
         trainer = Trainer(model_init=make_model, args=args, ..., callbacks=[callback])
         trainer.hyperparameter_search(n_trials=20, **search_kwargs(callback, bstune.TimeBudget(60)))
     """
+    from bstune.objective import _guess_device, _guess_sync
     from bstune.pruners import make_pruner
     from bstune.space import load_space
-    from bstune.study import _guess_device, _guess_sync, create_study
+    from bstune.study import create_study
 
     space = space or load_space("default")
     the_pruner = make_pruner(pruner, mode) if isinstance(pruner, str) else pruner

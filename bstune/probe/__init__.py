@@ -1,18 +1,18 @@
 """``bstune probe``: memory, throughput and the critical batch size, measured before the search.
 
-On the task's own model, data and device (built by the :class:`~bstune.train.Trainer`, so the
-probe measures the very step a trial runs), :func:`run_probe` measures
+On the task's own model, data and device (built by the ``Trainer``, so the
+probe measures the very step a trial runs), ``run_probe`` measures
 
 * the largest batch that fits: doubling, then bisection, with a safety margin, bounded by the data
-  set size and a maximum (:func:`bstune.memory.find_max_batch_size`);
+  set size and a maximum (``bstune.memory.find_max_batch_size``);
 * throughput (samples per second, one warm-up step left out, the device synchronised around the
   timed steps) and the peak memory of a training step, for powers of two and for sizes between
   them (2^k + 1 and 3 * 2^(k-1), such as 17 and 48), so the table shows whether powers of two are
   faster on this hardware;
-* the gradient noise scale B_simple (:mod:`bstune.noise`), the estimate of the critical batch size;
+* the gradient noise scale B_simple (``bstune.noise``), the estimate of the critical batch size;
 
-and narrows the search space from what it found (:func:`narrow_space`). :func:`probe_table`,
-:func:`plot_probe` and :func:`write_space` only render the :class:`ProbeResult`.
+and narrows the search space from what it found (``narrow_space``). ``probe_table``,
+``plot_probe`` and ``write_space`` only render the ``ProbeResult``.
 
 Memory. On CUDA the peak is ``torch.cuda.max_memory_allocated`` and the limit is the device's
 memory: running out raises ``torch.OutOfMemoryError``. On the CPU nothing raises before the

@@ -166,7 +166,7 @@ def run_probe(
         trainer: The trainer whose data, model, optimizer, loss and device are probed; default
             ``Trainer(task, device=device, seed=seed)``.
         device: The device when no trainer is given.
-        params: Extra model parameters for the probe's model (see :func:`probe_hyperparams`).
+        params: Extra model parameters for the probe's model (see ``probe_hyperparams``).
         max_batch_size: The largest batch size the memory search tries; default 4096 on the CPU
             (where memory rarely limits and each try costs seconds), 65536 elsewhere.
         min_batch_size: The smallest batch size whose throughput is measured.

@@ -15,7 +15,7 @@ from bstune.space import Hyperparams, SearchSpace
 def probe_sizes(low: int, high: int) -> list[int]:
     """Powers of two from ``low`` to ``high`` and, in each octave, 2^k + 1 and 3 * 2^(k-1).
 
-    Example:
+    Examples:
         >>> probe_sizes(16, 100)
         [16, 17, 24, 32, 33, 48, 64, 65, 96, 100]
     """
@@ -99,7 +99,7 @@ def narrow_space(
     """The search space the measurements suggest, and the reasons, one line each.
 
     Batch bounds: with a noise scale and throughputs, the batch sizes whose predicted time to a
-    result (:func:`predicted_cost`) is within ``TIME_SLACK`` of the best one, rounded out to powers
+    result (``predicted_cost``) is within ``TIME_SLACK`` of the best one, rounded out to powers
     of two; with a noise scale alone, ``B_crit / 4`` to ``4 * B_crit`` (``CRITICAL_FACTOR``);
     without one (or an infinite one), the base space's. The top is at most the largest power of
     two in the data set, and at least four times the bottom, so the search keeps three sizes. A

@@ -54,7 +54,7 @@ class BatchMeasurement:
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Everything :func:`run_probe` measured and the space it narrowed; plain data for the renderers."""
+    """Everything ``run_probe`` measured and the space it narrowed; plain data for the renderers."""
 
     task: str
     device: str

@@ -22,7 +22,8 @@ from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune.objectives import mode_from_attrs
+from bstune.curve import curve_column
+from bstune.objectives import better, mode_from_attrs
 
 __all__ = ["ExplainingPruner", "PruneReason"]
 
@@ -131,17 +132,12 @@ def points(trial: FrozenTrial) -> list[Point]:
     return [(step / 1000.0, float(v)) for step, v in sorted(trial.intermediate_values.items())]
 
 
-def better(direction: StudyDirection, a: float, b: float) -> bool:
-    """Whether ``a`` is strictly better than ``b``."""
-    return a > b if direction == StudyDirection.MAXIMIZE else a < b
-
-
 def best_so_far(pts: Sequence[Point], direction: StudyDirection) -> list[Point]:
     """The running best of a curve; NaN values are skipped (they improve nothing)."""
     out: list[Point] = []
     best = math.nan
     for t, v in pts:
-        if not math.isnan(v) and (math.isnan(best) or better(direction, v, best)):
+        if not math.isnan(v) and (math.isnan(best) or better(v, best, maximize=direction == StudyDirection.MAXIMIZE)):
             best = v
         if not math.isnan(best):
             out.append((t, best))
@@ -203,17 +199,6 @@ def others(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
 
 def n_complete(study: optuna.Study) -> int:
     return len(trials(study, (TrialState.COMPLETE,)))
-
-
-def curve_column(trial: FrozenTrial, name: str) -> list[float]:
-    """One column of the ``curve`` user attribute bstune's run writes (NaN for missing values)."""
-    raw = trial.user_attrs.get("curve")
-    if not isinstance(raw, dict):
-        return []
-    col = raw.get(name)
-    if not isinstance(col, list):
-        return []
-    return [math.nan if v is None else float(v) for v in col]
 
 
 def trial_limit(study: optuna.Study) -> float | None:

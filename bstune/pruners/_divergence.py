@@ -7,8 +7,9 @@ import math
 import optuna
 from optuna.trial import FrozenTrial
 
+from bstune.curve import curve_column
 from bstune.errors import invalid
-from bstune.pruners._base import ExplainingPruner, PruneReason, curve_column
+from bstune.pruners._base import ExplainingPruner, PruneReason
 
 __all__ = ["DivergencePruner"]
 

@@ -10,11 +10,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from bstune.errors import invalid
+from bstune.objectives import better
 from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
     best_so_far,
-    better,
     finished_curve,
     others,
     points,
@@ -102,7 +102,7 @@ class AsyncHalvingPruner(ExplainingPruner):
         n_rungs: How many rungs below ``max_t``. At least 1.
         n_min_trials: Values needed at a rung before it stops anything. At least 1.
         skip_sweep: Leave alone the trials of bstune's start-up sweep (the first trials of a study
-            whose sampler is ``bstune.study.BatchSweep``): they are there to measure each batch
+            whose sampler is ``bstune.sampler.BatchSweep``): they are there to measure each batch
             size to its end. Their values at the rungs still count for the trials after them.
         min_rank_correlation: Rank at a rung only where the completed trials' values there rank
             them as their final values do, with at least this Spearman correlation (in [-1, 1]);
@@ -171,7 +171,7 @@ class AsyncHalvingPruner(ExplainingPruner):
 
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> PruneReason | None:
         if self.skip_sweep and trial.number < getattr(study.sampler, "n_sweep", 0):
-            return None  # placed by the start-up sweep (bstune.study.BatchSweep) to be measured whole
+            return None  # placed by the start-up sweep (bstune.sampler.BatchSweep) to be measured whole
         pts = points(trial)
         if not pts:
             return None
@@ -206,7 +206,7 @@ class AsyncHalvingPruner(ExplainingPruner):
         if direction == StudyDirection.MINIMIZE:
             q = 1.0 - q
         cutoff = float(np.quantile(peers, q))
-        if better(direction, cutoff, mine):
+        if better(cutoff, mine, maximize=direction == StudyDirection.MAXIMIZE):
             keep = 100.0 / self.reduction_factor
             return self._reason(
                 f"at {t:.2f} s (rung {rung:.2f} s of {max_t:.2f} s) its best {mine:.4g} is outside the top "

@@ -19,12 +19,12 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from bstune.space import RESERVED_PARAMS
+
 __all__ = ["known_out_of_memory"]
 
 #: Parameters bstune's search space owns; none of them changes the model's size.
-_CORE = frozenset(
-    {"log2_batch_size", "batch_size", "learning_rate", "base_learning_rate", "epochs"}
-)
+_CORE = RESERVED_PARAMS
 
 
 def _model_key(params: dict[str, Any], distributions: dict[str, Any]) -> dict[str, Any]:

@@ -7,11 +7,11 @@ import math
 import optuna
 from optuna.trial import FrozenTrial
 
+from bstune.curve import curve_column
 from bstune.errors import invalid
 from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
-    curve_column,
     others,
     planned_end,
     points,

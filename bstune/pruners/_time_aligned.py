@@ -10,11 +10,11 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 from bstune.errors import invalid
+from bstune.objectives import better
 from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
     best_so_far,
-    better,
     n_complete,
     others,
     planned_end,
@@ -211,7 +211,7 @@ class TimeAlignedPruner(ExplainingPruner):
             return None
 
         if at_rung:
-            n_better = sum(better(direction, v, mine) for v in peers)
+            n_better = sum(better(v, mine, maximize=direction == StudyDirection.MAXIMIZE) for v in peers)
             n_keep = max(1, math.floor((len(peers) + 1) / self.reduction_factor))
             if n_better >= n_keep:
                 return self._reason(
@@ -221,7 +221,7 @@ class TimeAlignedPruner(ExplainingPruner):
         if self.percentile is not None:
             q = 100.0 - self.percentile if direction == StudyDirection.MAXIMIZE else self.percentile
             threshold = float(np.percentile(peers, q))
-            if better(direction, threshold, mine):
+            if better(threshold, mine, maximize=direction == StudyDirection.MAXIMIZE):
                 return self._reason(
                     f"at {t:.2f} s its best {mine:.4g} is worse than the {self.percentile:g}th percentile "
                     f"{threshold:.4g} of {len(peers)} trials at that time"
