@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from bstune.errors import invalid
+from bstune.errors import check_int
 from bstune.objectives import is_feasible
 from bstune.study import optimize
 
@@ -39,9 +39,8 @@ def enqueue_confirmations(study: optuna.Study, seeds: int, top: int = 3) -> list
     Returns:
         The numbers of the repeated trials, once per queued trial.
     """
-    for name, value, low in (("seeds", seeds, 1), ("top", top, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise invalid(name, "enqueue_confirmations", "an int in the range [1, inf)", value)
+    check_int("enqueue_confirmations", "seeds", seeds, 1)
+    check_int("enqueue_confirmations", "top", top, 1)
     trials = study.get_trials(deepcopy=False)
     states = (optuna.trial.TrialState.COMPLETE,)
     done = [

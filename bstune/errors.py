@@ -7,6 +7,7 @@ as one line and a library user can catch it as a ``ValueError``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "SpaceError",
     "StorageError",
     "TaskError",
+    "check",
+    "check_choice",
+    "check_int",
     "invalid",
 ]
 
@@ -42,3 +46,39 @@ class StorageError(BstuneError):
 def invalid(name: str, owner: str, rule: str, value: Any) -> InvalidParameterError:
     """The one template: ``The 'budget' parameter of TimeBudget must be ... Got 0 instead.``"""
     return InvalidParameterError(f"The '{name}' parameter of {owner} must be {rule}. Got {value!r} instead.")
+
+
+def check(owner: str, name: str, value: Any, rule: str, ok: Callable[[Any], bool], *,
+          kind: type | tuple[type, ...] = (int, float), none: bool = False) -> None:
+    """The one check of a number at the door: ``value`` must be a ``kind`` (never a bool) for which
+    ``ok`` holds, or ``None`` when ``none``; else :class:`InvalidParameterError` with ``rule``.
+
+    Examples:
+        >>> check("Trainer", "eval_share", 0.5, "a number in the range (0, 1]", lambda v: 0 < v <= 1)
+        >>> check("Trainer", "eval_share", True, "a number in the range (0, 1]", lambda v: 0 < v <= 1)
+        Traceback (most recent call last):
+        ...
+        bstune.errors.InvalidParameterError: The 'eval_share' parameter of Trainer must be a number in the range (0, 1]. Got True instead.
+    """
+    if none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
+        raise invalid(name, owner, rule, value)
+
+
+def check_int(owner: str, name: str, value: Any, low: int, *, high: int | None = None, none: bool = False) -> None:
+    """``value`` must be an int (not a bool) in ``[low, high]`` (``high`` None: no upper bound),
+    or ``None`` when ``none``; the rule reads "an int in the range [1, inf)"."""
+    rule = f"an int in the range [{low}, {'inf)' if high is None else f'{high}]'}"
+    check(owner, name, value, rule, lambda v: v >= low and (high is None or v <= high), kind=int, none=none)
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Sequence[Any], rule: str | None = None) -> None:
+    """``value`` must be one of ``choices``; the rule reads "'train' or 'wall'" for two, "one of a,
+    b, c" for more, unless ``rule`` says otherwise."""
+    if any(type(value) is type(c) and value == c for c in choices):  # 1 is not True, 1.0 is not 1
+        return
+    if rule is None:
+        shown = [repr(c) if isinstance(c, str) else str(c) for c in choices]
+        rule = " or ".join(shown) if len(shown) == 2 else "one of " + ", ".join(str(c) for c in choices)
+    raise invalid(name, owner, rule, value)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bstune.errors import BstuneError, invalid
+from bstune.errors import BstuneError, check, check_int, invalid
 
 __all__ = [
     "BatchSearch",
@@ -128,12 +128,9 @@ def find_max_batch_size(
         >>> find_max_batch_size(step, bound=1000, log=lambda s: None).largest
         37
     """
-    if bound < 1:
-        raise invalid("bound", "find_max_batch_size", "an int in the range [1, inf)", bound)
-    if not 1 <= start <= bound:
-        raise invalid("start", "find_max_batch_size", f"an int in the range [1, {bound}]", start)
-    if not 0.0 <= safety_margin < 1.0:
-        raise invalid("safety_margin", "find_max_batch_size", "a number in the range [0, 1)", safety_margin)
+    check_int("find_max_batch_size", "bound", bound, 1)
+    check_int("find_max_batch_size", "start", start, 1, high=bound)
+    check("find_max_batch_size", "safety_margin", safety_margin, "a number in the range [0, 1)", lambda v: 0 <= v < 1)
     say = log or _logger.info
     tries: list[tuple[int, bool]] = []
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
-from bstune.errors import BstuneError, invalid
+from bstune.errors import BstuneError, check, check_choice
 
 if TYPE_CHECKING:
     import optuna
@@ -34,8 +34,7 @@ Direction = Literal["maximize", "minimize"]
 
 
 def _check_direction(owner: str, direction: str) -> None:
-    if direction not in ("maximize", "minimize"):
-        raise invalid("metric_direction", owner, "'maximize' or 'minimize'", direction)
+    check_choice(owner, "metric_direction", direction, ("maximize", "minimize"))
 
 
 
@@ -82,13 +81,10 @@ class TimeBudget:
     kind = "time_budget"
 
     def __post_init__(self) -> None:
-        if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not (
-            math.isfinite(self.budget) and self.budget > 0
-        ):
-            raise invalid("budget", "TimeBudget", "a finite number of seconds greater than 0", self.budget)
+        check("TimeBudget", "budget", self.budget, "a finite number of seconds greater than 0",
+              lambda v: math.isfinite(v) and v > 0)
         _check_direction("TimeBudget", self.metric_direction)
-        if self.clock not in ("train", "wall"):
-            raise invalid("clock", "TimeBudget", "'train' or 'wall'", self.clock)
+        check_choice("TimeBudget", "clock", self.clock, ("train", "wall"))
 
     @property
     def study_direction(self) -> Direction:
@@ -161,20 +157,12 @@ class Target:
     miss_factor = 2.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.target, bool) or not isinstance(self.target, (int, float)) or not math.isfinite(
-            self.target
-        ):
-            raise invalid("target", "Target", "a finite number", self.target)
+        check("Target", "target", self.target, "a finite number", math.isfinite)
         _check_direction("Target", self.metric_direction)
-        if self.clock not in ("train", "wall"):
-            raise invalid("clock", "Target", "'train' or 'wall'", self.clock)
+        check_choice("Target", "clock", self.clock, ("train", "wall"))
+        check("Target", "limit", self.limit, "None or a finite number of seconds greater than 0",
+              lambda v: math.isfinite(v) and v > 0, none=True)
         if self.limit is not None:
-            if (
-                isinstance(self.limit, bool)
-                or not isinstance(self.limit, (int, float))
-                or not (math.isfinite(self.limit) and self.limit > 0)
-            ):
-                raise invalid("limit", "Target", "None or a finite number of seconds greater than 0", self.limit)
             object.__setattr__(self, "limit", float(self.limit))
 
     @property

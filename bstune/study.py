@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 
 from bstune._version import __version__
-from bstune.errors import BstuneError, invalid
+from bstune.errors import BstuneError, check, check_int
 from bstune.objective import make_objective
 from bstune.objectives import Mode, Target, is_feasible, mode_from_attrs
 from bstune.sampler import BatchSweep, batch_sweep, default_sampler, spread_quantiles
@@ -163,12 +163,10 @@ def optimize(
     attributes) and the study goes on; after ``max_consecutive_failures`` failures in a row it stops
     with a ``BstuneError`` naming the last error.
     """
-    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        raise invalid("n_trials", "optimize", "an int in the range [1, inf)", n_trials)
-    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise invalid("timeout", "optimize", "a number of seconds greater than 0", timeout)
-    if max_consecutive_failures < 1:
-        raise invalid("max_consecutive_failures", "optimize", "an int in the range [1, inf)", max_consecutive_failures)
+    check_int("optimize", "n_trials", n_trials, 1, none=True)
+    check("optimize", "timeout", timeout, "a number of seconds greater than 0", lambda v: math.isfinite(v) and v > 0,
+          none=True)
+    check_int("optimize", "max_consecutive_failures", max_consecutive_failures, 1)
     guard = _StopAfterFailures(max_consecutive_failures)
     study.optimize(
         objective,

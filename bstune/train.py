@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bstune.errors import BstuneError, TaskError, invalid
+from bstune.errors import BstuneError, TaskError, check, check_int, invalid
 from bstune.memory import record_peak_memory, reset_peak_memory
 from bstune.run import Run
 from bstune.space import Hyperparams
@@ -152,12 +152,9 @@ class Trainer:
         eval_share: float = 0.1,
         compile: bool = False,
     ) -> None:
-        if micro_batch_size is not None and micro_batch_size < 1:
-            raise invalid("micro_batch_size", "Trainer", "an int in the range [1, inf)", micro_batch_size)
-        if evals_per_epoch < 1:
-            raise invalid("evals_per_epoch", "Trainer", "an int in the range [1, inf)", evals_per_epoch)
-        if isinstance(eval_share, bool) or not isinstance(eval_share, (int, float)) or not 0 < eval_share <= 1:
-            raise invalid("eval_share", "Trainer", "a number in the range (0, 1]", eval_share)
+        check_int("Trainer", "micro_batch_size", micro_batch_size, 1, none=True)
+        check_int("Trainer", "evals_per_epoch", evals_per_epoch, 1)
+        check("Trainer", "eval_share", eval_share, "a number in the range (0, 1]", lambda v: 0 < v <= 1)
         self.task = task
         self.device = pick_device(device)
         self.seed = seed

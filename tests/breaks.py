@@ -115,8 +115,8 @@ BREAKS = [
     Break(
         "make_pruner returns NopPruner for every name but default",
         "bstune/pruners/_factory.py",
-        "    return factory(mode)\n",
-        '    return factory(mode) if name == "default" else optuna.pruners.NopPruner()\n',
+        "    return PRUNERS[name](mode)\n",
+        '    return PRUNERS[name](mode) if name == "default" else optuna.pruners.NopPruner()\n',
         ("tests/test_pruners.py::test_make_pruner_knows_every_name_and_picks_a_default_per_mode",),
     ),
     Break(

@@ -39,7 +39,7 @@ from bstune.analysis._equal import equal_footing
 from bstune.analysis._pareto import hypervolume_2d, pareto_indices
 from bstune.analysis._report import BatchSizeRow, FrontPoint, Recommendation, Report, TrialSummary
 from bstune.analysis._scaling import fit_scaling
-from bstune.errors import BstuneError, invalid
+from bstune.errors import BstuneError, check, invalid
 from bstune.objectives import Mode, Target, TimeBudget, better, is_feasible, mode_from_attrs
 from bstune.run import curve_from_attrs
 
@@ -275,8 +275,7 @@ def _check_arguments(study: optuna.Study, budgets: Sequence[float] | None, targe
         for b in budgets:
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b > 0):
                 raise invalid("budgets", "analyze", "a list of seconds greater than 0", list(budgets))
-    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target)):
-        raise invalid("target", "analyze", "a finite number", target)
+    check("analyze", "target", target, "a finite number", math.isfinite, none=True)
 
 
 def _fronts(

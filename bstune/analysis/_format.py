@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from bstune.analysis._report import Report
-from bstune.errors import invalid
+from bstune.errors import check_choice
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -259,16 +259,15 @@ def _csv(r: Report) -> str:
 def format_report(report: Report, fmt: str) -> str:
     """``report`` as ``"json"``, ``"csv"`` (one table, its ``section`` column says which part a row
     belongs to), ``"markdown"`` or ``"table"`` (plain-text terminal tables)."""
+    check_choice("format_report", "fmt", fmt, FORMATS)
     if fmt == "json":
         return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         return _csv(report)
     if fmt == "markdown":
         return _markdown(report)
-    if fmt == "table":
-        from rich.console import Console
+    from rich.console import Console  # "table"
 
-        console = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None, highlight=False)
-        print_report(report, console)
-        return console.file.getvalue()  # type: ignore[attr-defined]
-    raise invalid("fmt", "format_report", "one of " + ", ".join(FORMATS), fmt)
+    console = Console(file=io.StringIO(), width=160, force_terminal=False, color_system=None, highlight=False)
+    print_report(report, console)
+    return console.file.getvalue()  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from bstune.errors import BstuneError, invalid
+from bstune.errors import BstuneError, check, check_int
 from bstune.memory import find_max_batch_size, free_memory
 from bstune.noise import measure_noise_scale
 from bstune.probe._narrow import narrow_space, pow2_ceil, pow2_floor, probe_hyperparams, probe_sizes
@@ -225,21 +225,13 @@ def _check_probe_arguments(task: Task, a: dict[str, Any]) -> None:
             f"task script {str(task.path)!r} defines train(hp, run); bstune probe needs data() and model(hp) "
             "so that it can run the training step itself"
         )
-    for name in ("max_batch_size", "min_batch_size"):
-        value = a[name]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise invalid(name, "probe", "an int in the range [1, inf)", value)
-    if not 0.0 <= a["safety_margin"] < 1.0:
-        raise invalid("safety_margin", "probe", "a number in the range [0, 1)", a["safety_margin"])
-    if a["memory_limit"] is not None and a["memory_limit"] <= 0:
-        raise invalid("memory_limit", "probe", "a number of bytes greater than 0", a["memory_limit"])
-    if not a["step_seconds"] > 0:
-        raise invalid("step_seconds", "probe", "a number greater than 0", a["step_seconds"])
-    noise_steps = a["noise_steps"]
-    if isinstance(noise_steps, bool) or not isinstance(noise_steps, int) or noise_steps < 0:
-        raise invalid("noise_steps", "probe", "an int in the range [0, inf)", noise_steps)
-    if not a["noise_seconds"] > 0:
-        raise invalid("noise_seconds", "probe", "a number greater than 0", a["noise_seconds"])
+    check_int("probe", "max_batch_size", a["max_batch_size"], 1, none=True)
+    check_int("probe", "min_batch_size", a["min_batch_size"], 1, none=True)
+    check("probe", "safety_margin", a["safety_margin"], "a number in the range [0, 1)", lambda v: 0 <= v < 1)
+    check("probe", "memory_limit", a["memory_limit"], "a number of bytes greater than 0", lambda v: v > 0, none=True)
+    check("probe", "step_seconds", a["step_seconds"], "a number greater than 0", lambda v: v > 0)
+    check_int("probe", "noise_steps", a["noise_steps"], 0)
+    check("probe", "noise_seconds", a["noise_seconds"], "a number greater than 0", lambda v: v > 0)
 
 
 def _memory_limit(dev: torch.device, memory_limit: int | None) -> tuple[int | None, str]:

@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from bstune.curve import curve_column
-from bstune.errors import invalid
+from bstune.errors import check, check_int
 from bstune.pruners._base import ExplainingPruner, PruneReason
 
 __all__ = ["DivergencePruner"]
@@ -42,25 +42,9 @@ class DivergencePruner(ExplainingPruner):
 
     def __init__(self, loss_factor: float = 3.0, n_warmup_reports: int = 1) -> None:
         super().__init__()
-        if (
-            isinstance(loss_factor, bool)
-            or not isinstance(loss_factor, (int, float))
-            or not (math.isfinite(loss_factor) and loss_factor > 1)
-        ):
-            raise invalid(
-                "loss_factor", "DivergencePruner", "a finite number greater than 1", loss_factor
-            )
-        if (
-            isinstance(n_warmup_reports, bool)
-            or not isinstance(n_warmup_reports, int)
-            or n_warmup_reports < 0
-        ):
-            raise invalid(
-                "n_warmup_reports",
-                "DivergencePruner",
-                "an int in the range [0, inf)",
-                n_warmup_reports,
-            )
+        owner = "DivergencePruner"
+        check(owner, "loss_factor", loss_factor, "a finite number greater than 1", lambda v: math.isfinite(v) and v > 1)
+        check_int(owner, "n_warmup_reports", n_warmup_reports, 0)
         self.loss_factor = float(loss_factor)
         self.n_warmup_reports = n_warmup_reports
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import optuna
 
-from bstune.errors import invalid
+from bstune.errors import check_choice
 from bstune.objectives import Mode, Target
 from bstune.pruners._any import AnyPruner
 from bstune.pruners._divergence import DivergencePruner
@@ -82,7 +82,5 @@ def make_pruner(name: str, mode: Mode) -> optuna.pruners.BasePruner:
         >>> type(make_pruner("none", Target(0.9))).__name__
         'NopPruner'
     """
-    factory = PRUNERS.get(name)
-    if factory is None:
-        raise invalid("pruner", "make_pruner", "one of " + ", ".join(PRUNER_NAMES), name)
-    return factory(mode)
+    check_choice("make_pruner", "pruner", name, PRUNER_NAMES)
+    return PRUNERS[name](mode)

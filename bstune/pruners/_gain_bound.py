@@ -8,7 +8,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune.errors import invalid
+from bstune.errors import check, check_int
 from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
@@ -80,14 +80,10 @@ class GainBoundPruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "GainBoundPruner"
-        if isinstance(optimism, bool) or not isinstance(optimism, (int, float)) or not (math.isfinite(optimism) and optimism >= 1):
-            raise invalid("optimism", owner, "a finite number of at least 1", optimism)
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not (math.isfinite(min_delta) and min_delta >= 0):
-            raise invalid("min_delta", owner, "a finite number of at least 0", min_delta)
-        if isinstance(n_min_trials, bool) or not isinstance(n_min_trials, int) or n_min_trials < 1:
-            raise invalid("n_min_trials", owner, "an int in the range [1, inf)", n_min_trials)
-        if isinstance(min_progress, bool) or not isinstance(min_progress, (int, float)) or not 0 <= min_progress < 1:
-            raise invalid("min_progress", owner, "a number in the range [0, 1)", min_progress)
+        check(owner, "optimism", optimism, "a finite number of at least 1", lambda v: math.isfinite(v) and v >= 1)
+        check(owner, "min_delta", min_delta, "a finite number of at least 0", lambda v: math.isfinite(v) and v >= 0)
+        check_int(owner, "n_min_trials", n_min_trials, 1)
+        check(owner, "min_progress", min_progress, "a number in the range [0, 1)", lambda v: 0 <= v < 1)
         self.min_progress = float(min_progress)
         self.optimism = float(optimism)
         self._curves: dict[tuple[str, int], list[tuple[float, float]]] = {}  # finished trials do not change

@@ -9,7 +9,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune.errors import invalid
+from bstune.errors import check, check_choice, check_int
 from bstune.objectives import better
 from bstune.pruners._base import (
     ExplainingPruner,
@@ -134,19 +134,13 @@ class AsyncHalvingPruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "AsyncHalvingPruner"
-        rf = reduction_factor
-        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not (math.isfinite(rf) and rf > 1):
-            raise invalid("reduction_factor", owner, "a finite number greater than 1", rf)
-        for name, n in (("n_rungs", n_rungs), ("n_min_trials", n_min_trials)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise invalid(name, owner, "an int in the range [1, inf)", n)
-        if not isinstance(skip_sweep, bool):
-            raise invalid("skip_sweep", owner, "a bool", skip_sweep)
-        rho = min_rank_correlation
-        if rho is not None and (isinstance(rho, bool) or not isinstance(rho, (int, float)) or not -1 <= rho <= 1):
-            raise invalid("min_rank_correlation", owner, "a number in the range [-1, 1] or None", rho)
-        if isinstance(n_min_ranked, bool) or not isinstance(n_min_ranked, int) or n_min_ranked < 3:
-            raise invalid("n_min_ranked", owner, "an int in the range [3, inf)", n_min_ranked)
+        rf, rho = reduction_factor, min_rank_correlation
+        check(owner, "reduction_factor", rf, "a finite number greater than 1", lambda v: math.isfinite(v) and v > 1)
+        check_int(owner, "n_rungs", n_rungs, 1)
+        check_int(owner, "n_min_trials", n_min_trials, 1)
+        check_choice(owner, "skip_sweep", skip_sweep, (True, False), "a bool")
+        check(owner, "min_rank_correlation", rho, "a number in the range [-1, 1] or None", lambda v: -1 <= v <= 1, none=True)
+        check_int(owner, "n_min_ranked", n_min_ranked, 3)
         self.min_rank_correlation = None if rho is None else float(rho)
         self.n_min_ranked = n_min_ranked
         self.reduction_factor = float(rf)

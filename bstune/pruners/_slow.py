@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from bstune.curve import curve_column
-from bstune.errors import invalid
+from bstune.errors import check, check_choice, check_int
 from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
@@ -59,22 +59,10 @@ class SlowTrialPruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "SlowTrialPruner"
-        if budget is not None and (
-            isinstance(budget, bool)
-            or not isinstance(budget, (int, float))
-            or not (math.isfinite(budget) and budget > 0)
-        ):
-            raise invalid(
-                "budget", owner, "a finite number of seconds greater than 0 or None", budget
-            )
-        if (
-            isinstance(min_evaluations, bool)
-            or not isinstance(min_evaluations, int)
-            or min_evaluations < 1
-        ):
-            raise invalid("min_evaluations", owner, "an int in the range [1, inf)", min_evaluations)
-        if not isinstance(first_epoch, bool):
-            raise invalid("first_epoch", owner, "True or False", first_epoch)
+        check(owner, "budget", budget, "a finite number of seconds greater than 0 or None",
+              lambda v: math.isfinite(v) and v > 0, none=True)
+        check_int(owner, "min_evaluations", min_evaluations, 1)
+        check_choice(owner, "first_epoch", first_epoch, (True, False))
         self.budget = None if budget is None else float(budget)
         self.min_evaluations = min_evaluations
         self.first_epoch = first_epoch

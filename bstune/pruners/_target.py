@@ -7,7 +7,7 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bstune.errors import invalid
+from bstune.errors import check, check_int
 from bstune.pruners._base import (
     ExplainingPruner,
     PruneReason,
@@ -86,32 +86,10 @@ class TargetTimePruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "TargetTimePruner"
-        if (
-            isinstance(margin, bool)
-            or not isinstance(margin, (int, float))
-            or not (math.isfinite(margin) and margin >= 0)
-        ):
-            raise invalid("margin", owner, "a finite number of at least 0", margin)
-        if (
-            isinstance(optimism, bool)
-            or not isinstance(optimism, (int, float))
-            or not (math.isfinite(optimism) and optimism >= 1)
-        ):
-            raise invalid("optimism", owner, "a finite number of at least 1", optimism)
-        if (
-            isinstance(n_warmup_reports, bool)
-            or not isinstance(n_warmup_reports, int)
-            or n_warmup_reports < 2
-        ):
-            raise invalid(
-                "n_warmup_reports", owner, "an int in the range [2, inf)", n_warmup_reports
-            )
-        if (
-            isinstance(min_progress, bool)
-            or not isinstance(min_progress, (int, float))
-            or not 0 <= min_progress <= 1
-        ):
-            raise invalid("min_progress", owner, "a number in the range [0, 1]", min_progress)
+        check(owner, "margin", margin, "a finite number of at least 0", lambda v: math.isfinite(v) and v >= 0)
+        check(owner, "optimism", optimism, "a finite number of at least 1", lambda v: math.isfinite(v) and v >= 1)
+        check_int(owner, "n_warmup_reports", n_warmup_reports, 2)
+        check(owner, "min_progress", min_progress, "a number in the range [0, 1]", lambda v: 0 <= v <= 1)
         self._seen: dict[str, dict[int, float | None]] = {}
         self.margin = float(margin)
         self.optimism = float(optimism)

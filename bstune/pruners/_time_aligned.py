@@ -9,7 +9,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from bstune.errors import invalid
+from bstune.errors import check, check_int
 from bstune.objectives import better
 from bstune.pruners._base import (
     ExplainingPruner,
@@ -24,11 +24,6 @@ from bstune.pruners._base import (
 )
 
 __all__ = ["TimeAlignedPruner"]
-
-
-def _number(owner: str, name: str, value: object, rule: str, ok: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
-        raise invalid(name, owner, rule, value)
 
 
 class TimeAlignedPruner(ExplainingPruner):
@@ -107,55 +102,16 @@ class TimeAlignedPruner(ExplainingPruner):
     ) -> None:
         super().__init__()
         owner = "TimeAlignedPruner"
-        _number(
-            owner,
-            "first_rung_fraction",
-            first_rung_fraction,
-            "a number in the range (0, 1)",
-            isinstance(first_rung_fraction, (int, float)) and 0 < first_rung_fraction < 1,
-        )
-        if min_seconds is not None:
-            _number(
-                owner,
-                "min_seconds",
-                min_seconds,
-                "a finite number greater than 0 or None",
-                isinstance(min_seconds, (int, float))
-                and math.isfinite(min_seconds)
-                and min_seconds > 0,
-            )
-        _number(
-            owner,
-            "reduction_factor",
-            reduction_factor,
-            "a finite number greater than 1",
-            isinstance(reduction_factor, (int, float))
-            and math.isfinite(reduction_factor)
-            and reduction_factor > 1,
-        )
-        for name, n in (("n_startup_trials", n_startup_trials), ("n_min_trials", n_min_trials)):
-            if (
-                isinstance(n, bool)
-                or not isinstance(n, int)
-                or n < (0 if name == "n_startup_trials" else 1)
-            ):
-                lo = 0 if name == "n_startup_trials" else 1
-                raise invalid(name, owner, f"an int in the range [{lo}, inf)", n)
-        _number(
-            owner,
-            "peer_progress",
-            peer_progress,
-            "a number in the range [0, 1]",
-            isinstance(peer_progress, (int, float)) and 0 <= peer_progress <= 1,
-        )
-        if percentile is not None:
-            _number(
-                owner,
-                "percentile",
-                percentile,
-                "a number in the range [0, 100] or None",
-                isinstance(percentile, (int, float)) and 0 <= percentile <= 100,
-            )
+        check(owner, "first_rung_fraction", first_rung_fraction, "a number in the range (0, 1)", lambda v: 0 < v < 1)
+        check(owner, "min_seconds", min_seconds, "a finite number greater than 0 or None",
+              lambda v: math.isfinite(v) and v > 0, none=True)
+        check(owner, "reduction_factor", reduction_factor, "a finite number greater than 1",
+              lambda v: math.isfinite(v) and v > 1)
+        check_int(owner, "n_startup_trials", n_startup_trials, 0)
+        check_int(owner, "n_min_trials", n_min_trials, 1)
+        check(owner, "peer_progress", peer_progress, "a number in the range [0, 1]", lambda v: 0 <= v <= 1)
+        check(owner, "percentile", percentile, "a number in the range [0, 100] or None", lambda v: 0 <= v <= 100,
+              none=True)
         self.first_rung_fraction = float(first_rung_fraction)
         self.min_seconds = None if min_seconds is None else float(min_seconds)
         self.reduction_factor = float(reduction_factor)
