@@ -67,6 +67,7 @@ def _data() -> tuple:
     return _DATA[0]
 
 
+# --8<-- [start:train]
 def train(hp, run) -> None:
     """The change bstune needs: TrainingArguments from hp, the callback into the Trainer."""
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -99,3 +100,4 @@ def train(hp, run) -> None:
         )
         trainer.remove_callback(PrinterCallback)  # bstune prints one line per trial
         trainer.train()
+# --8<-- [end:train]

@@ -69,6 +69,7 @@ class MLP(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
 
+# --8<-- [start:train]
 def train(hp, run) -> None:
     """The change bstune needs: hp into the module and data, the callback into the Trainer."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no start-up banner per trial
@@ -84,3 +85,4 @@ def train(hp, run) -> None:
         enable_model_summary=False,
     )
     trainer.fit(MLP(lr=hp.learning_rate, hidden=int(hp.get("hidden", 128))), Digits(batch_size=callback.batch_size))
+# --8<-- [end:train]

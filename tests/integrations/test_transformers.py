@@ -185,7 +185,8 @@ def test_micro_batches_become_gradient_accumulation(tmp_path):
 def test_hyperparameter_search_runs_a_bstune_study(tmp_path):
     """Trainer.hyperparameter_search(backend="optuna") with bstune's study, space, sampler and pruner."""
     clock = FakeClock()
-    callback = BstuneCallback(metric="eval_accuracy", evaluate_every_s=None)
+    # --8<-- [start:hyperparameter_search]
+    callback = BstuneCallback(metric="eval_accuracy", evaluate_every_s=None)  # each trial binds its own run
     model = Scripted(clock)
     trainer = _trainer(tmp_path, model, callback)
     trainer.model_init = lambda: Scripted(clock)
@@ -194,6 +195,7 @@ def test_hyperparameter_search_runs_a_bstune_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'hf.db'}"
     kwargs = search_kwargs(callback, mode, storage=storage, study_name="hf", seed=0, clock=clock)
     best = trainer.hyperparameter_search(n_trials=3, **kwargs)
+    # --8<-- [end:hyperparameter_search]
     study = optuna.load_study(study_name="hf", storage=storage)
     assert study.user_attrs["mode"] == "time_budget"  # made by bstune.create_study
     assert len(study.trials) == 3 and best.run_id in {str(t.number) for t in study.trials}
