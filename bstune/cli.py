@@ -135,8 +135,8 @@ AmpOption = Annotated[
     typer.Option(
         "--amp/--no-amp",
         help="bf16 autocast in the built-in trainer's forward passes (CUDA only). Default: the script's "
-        "DEFAULTS['amp'], else on for CUDA and off on the CPU. Measure both: on an H200 the LSTM example trained "
-        "1.2 to 1.55x faster without it. Each trial records it.",
+        "DEFAULTS['amp'], else on for CUDA and off on the CPU. It is not always faster (small recurrent models "
+        "can train faster without it): measure both. Each trial records it.",
         show_default=False,
     ),
 ]

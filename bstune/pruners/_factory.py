@@ -28,12 +28,10 @@ def default_pruner(mode: Mode) -> AnyPruner:
     Each stop is stated: a diverged trial, a pace that fits too few evaluations into the budget, a
     trial that has trained longer than the best time-to-target so far (it can no longer be the
     fastest), a trial that even three times the largest gain a finished trial made from the same
-    point of its schedule would leave behind. Nothing is stopped for merely ranking low early:
-    learning curves cross (small batches, schedules that decay late, one evaluation an epoch), and
-    on recorded learning curves a halving rung at a quarter of the limit, even one that waits until
-    the study's own trials show early values rank final ones, did harm on tasks it was not tuned on
-    and gained nothing beyond the seeds' luck where it waited (``benchmarks/RESULTS_search.md``).
-    Add ranking yourself where you know it is safe, e.g.
+    point of its schedule would leave behind. Nothing is stopped for merely ranking low early,
+    because learning curves cross (small batches, schedules that decay late, one evaluation an
+    epoch) and a ranking rung then stops eventual winners (measured in
+    ``benchmarks/RESULTS_search.md``). Add ranking yourself where you know it is safe, e.g.
     ``AnyPruner(*default_pruner(mode).pruners, AsyncHalvingPruner(n_rungs=1, min_rank_correlation=0.8))``.
 
     Examples:
