@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from bstune._progress import Progress
     from bstune._workers import WorkerPlan
+    from bstune._workers._spec import WorkerSpec
     from bstune.objectives import Target, TimeBudget
     from bstune.probe import ProbeResult
     from bstune.space import SearchSpace
@@ -126,7 +127,7 @@ class _Job:
     progress: Progress
     study: optuna.Study
     plans: list[WorkerPlan] | None
-    spec: dict[str, Any]
+    spec: WorkerSpec
     objective: Any
     n_trials: int
     timeout: float | None = None
@@ -207,7 +208,7 @@ def tune(
     amp = _check_precision(task, compile=compile, amp=amp, plans=plans)
     mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)
     study_name = study_name if study_name is not None else default_study_name(task, mode, probe=probe)
-    spec = {
+    spec: WorkerSpec = {
         "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
         "storage": storage, "study_name": study_name, "seed": seed, "micro_batch_size": micro_batch_size,
         "heartbeat_interval": heartbeat_interval, "debug": debug, "pruner": pruner, "compile": compile,
@@ -251,7 +252,7 @@ def _check_precision(task: Task, *, compile: bool, amp: bool | None, plans: list
 
 
 def _open(
-    task: Task, mode: TimeBudget | Target, spec: dict[str, Any], *, space: str | Path | None, n_trials: int | None,
+    task: Task, mode: TimeBudget | Target, spec: WorkerSpec, *, space: str | Path | None, n_trials: int | None,
     device: str, probe: bool, plans: list[WorkerPlan] | None, console: Console,
 ) -> _Job:
     """The space (probed if asked), the data, the study and the objective, in that order.
@@ -482,7 +483,7 @@ def _seconds_per_trial(job: _Job) -> float | None:
     return 1.25 * limit + 1.0 if limit else None
 
 
-def _run_workers(job: _Job, *, n_trials: int, timeout: float | None, spec: dict[str, Any]) -> None:
+def _run_workers(job: _Job, *, n_trials: int, timeout: float | None, spec: WorkerSpec) -> None:
     """``workers > 1``: this process coordinates the workers (bstune/_workers/)."""
     from bstune import _workers
 

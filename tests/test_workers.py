@@ -393,8 +393,10 @@ def test_a_worker_that_cannot_start_reports_one_line_without_the_password(
     space = load_space("default")
     study = create_study(TimeBudget(10), space=space, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
     # The coordinator's storage is fine; the workers' (as on a machine that cannot reach it) is not.
-    spec = {"script": str(TASK), "space": space.to_dict(), "mode": TimeBudget(10).to_attrs(),
-            "storage": "postgresql://ann:s3cret@127.0.0.1:1/x", "study_name": "s", "seed": 0}
+    spec = {"script": str(TASK), "task_options": {}, "space": space.to_dict(), "mode": TimeBudget(10).to_attrs(),
+            "storage": "postgresql://ann:s3cret@127.0.0.1:1/x", "study_name": "s", "seed": 0, "micro_batch_size": None,
+            "heartbeat_interval": None, "storage_retry": 0, "debug": False, "pruner": "default", "compile": False,
+            "amp": None, "retry_disturbed": False}
     result = run_workers(study, spec, plan_workers(2, "cpu"), n_trials=4)
     assert result.error is not None
     assert result.error.startswith("storage 'postgresql://ann:***@127.0.0.1:1/x': ")
@@ -460,7 +462,8 @@ def test_a_worker_builds_its_trainer_as_the_command_asked(tmp_path: Path, traine
     spec = {
         "script": str(REPO / "examples" / "mlp_blobs.py"), "task_options": {}, "space": load_space("mlp").to_dict(),
         "mode": TimeBudget(0.3).to_attrs(), "storage": f"sqlite:///{tmp_path / 'w.db'}", "study_name": "w",
-        "seed": 0, "index": 0, "micro_batch_size": None, "compile": True, "amp": False,
+        "seed": 0, "index": 0, "micro_batch_size": None, "compile": True, "amp": False, "heartbeat_interval": None,
+        "storage_retry": 0, "debug": False, "pruner": "default", "retry_disturbed": False,
         "plan": {"device": "cpu", "gpu": None, "cpu_cores": [], "threads": 1},
     }
     threads = torch.get_num_threads()

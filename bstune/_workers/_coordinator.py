@@ -23,6 +23,7 @@ import optuna
 
 from bstune._workers._lost import death_reason, fail_lost, failures_message, get_trial, reclaim_orphans
 from bstune._workers._plan import WorkerPlan
+from bstune._workers._spec import WorkerSpec
 from bstune._workers._worker import EXIT_INTERRUPTED
 from bstune.storage import SharedOutage, set_outage_listener
 
@@ -60,7 +61,7 @@ _Events = queue.Queue[tuple[int, "dict[str, Any] | None"]]
 
 def run_workers(
     study: optuna.Study,
-    spec: dict[str, Any],
+    spec: WorkerSpec,
     plans: Sequence[WorkerPlan],
     *,
     n_trials: int,
@@ -127,7 +128,7 @@ class _Coordinator:
     def __init__(
         self,
         study: optuna.Study,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         plans: Sequence[WorkerPlan],
         n_trials: int,
         timeout: float | None,

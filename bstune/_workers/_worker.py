@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from bstune._workers._spec import WorkerSpec
 from bstune.errors import BstuneError
 
 __all__ = ["EXIT_INTERRUPTED", "worker_main"]
@@ -55,7 +56,7 @@ def worker_main() -> int:
     line = sys.stdin.readline()
     if not line:
         return 1
-    spec = json.loads(line)
+    spec: WorkerSpec = json.loads(line)
     storage_url = spec["storage"]
     from bstune.storage import set_outage_listener
 
@@ -63,7 +64,7 @@ def worker_main() -> int:
     try:
         study, objective = _build(spec)
     except Exception as e:  # shown by the coordinator as one line
-        if spec.get("debug"):
+        if spec["debug"]:
             import traceback
 
             traceback.print_exc()
@@ -116,7 +117,7 @@ def worker_main() -> int:
     return EXIT_INTERRUPTED if _Flags.stop else 0
 
 
-def _concurrency_attrs(spec: dict[str, Any]) -> dict[str, Any]:
+def _concurrency_attrs(spec: WorkerSpec) -> dict[str, Any]:
     plan = spec["plan"]
     return {
         "worker": spec["index"],
@@ -126,7 +127,7 @@ def _concurrency_attrs(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial], float]]:
+def _build(spec: WorkerSpec) -> tuple[optuna.Study, Callable[[optuna.Trial], float]]:
     """Rebuild, inside a worker, the objective the coordinator described."""
     from bstune.objective import make_objective
     from bstune.objectives import mode_from_attrs
@@ -136,18 +137,18 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
     from bstune.study import create_study
     from bstune.task import load_task
 
-    verbosity = optuna.logging.WARNING if spec.get("debug") else optuna.logging.ERROR
+    verbosity = optuna.logging.WARNING if spec["debug"] else optuna.logging.ERROR
     optuna.logging.set_verbosity(verbosity)
     plan = spec["plan"]
     if plan["cpu_cores"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, plan["cpu_cores"])
-    task = load_task(spec["script"], spec.get("task_options") or {})
+    task = load_task(spec["script"], spec["task_options"])
     space = load_space(spec["space"])
     mode = mode_from_attrs(spec["mode"])
     if mode is None:
         raise BstuneError("the worker got no mode")
-    storage = resolve_storage(spec["storage"], heartbeat_interval=spec.get("heartbeat_interval"),
-                              retry=spec.get("storage_retry") or None)
+    storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"],
+                              retry=spec["storage_retry"] or None)
     # Each worker samples with its own seed, or their first random trials would coincide.
     sampler = default_sampler(seed=int(spec["seed"]) + int(spec["index"]), space=space, mode=mode)
     from bstune.pruners import make_pruner
@@ -158,7 +159,7 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
         storage=storage,
         study_name=spec["study_name"],
         sampler=sampler,
-        pruner=make_pruner(spec.get("pruner", "default"), mode),
+        pruner=make_pruner(spec["pruner"], mode),
     )
     trainer = None
     if not task.owns_loop:
@@ -168,12 +169,12 @@ def _build(spec: dict[str, Any]) -> tuple[optuna.Study, Callable[[optuna.Trial],
             task,
             device=plan["device"],
             seed=int(spec["seed"]),
-            micro_batch_size=spec.get("micro_batch_size"),
-            compile=bool(spec.get("compile", False)),
-            amp=spec.get("amp"),
+            micro_batch_size=spec["micro_batch_size"],
+            compile=spec["compile"],
+            amp=spec["amp"],
         )
         trainer.data()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(plan["threads"]))
-    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=spec.get("micro_batch_size"),
-                                 retry_disturbed=bool(spec.get("retry_disturbed", False)))
+    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=spec["micro_batch_size"],
+                                 retry_disturbed=spec["retry_disturbed"])
