@@ -41,6 +41,7 @@ def train(hp, run):
     step_s = float(os.environ.get("BSTUNE_TEST_STEP_S", "0"))
     for i in range(1, n + 1):
         with run.training():
-            time.sleep(step_s)
+            if step_s:
+                time.sleep(step_s)
             run.count(planned // n)
         run.report(_task.accuracy(hp, run.samples_seen, i / n), loss=0.5, epoch=hp.epochs * i / n)
