@@ -300,36 +300,42 @@ def _print_line(kind: str, line: str) -> None:
 
 
 class _Outages:
-    """This process's view of the storage: down since when, seconds it was down in all, given up.
+    """This process's view of its storages: since when each is down, the seconds they were down in
+    all, and which were given up on (until one of their calls succeeds again).
 
-    One line when the storage goes away (the first call to fail) and one when a call succeeds
-    again, however many threads (the trial, its heartbeat) were waiting.
+    One line when a storage goes away (the first call to fail) and one when a call succeeds again,
+    however many threads (the trial, its heartbeat) were waiting. Each storage (by its masked URL)
+    has its own outage: one that stays away says nothing about another.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.down_since: float | None = None
+        self.down_since: dict[str, float] = {}
+        self.given_up: set[str] = set()
         self.total_s = 0.0
-        self.gave_up = False
         self.listener: Callable[[str, str], None] = _print_line
 
     def lost(self, name: str, error: BaseException, retry: float) -> float:
         with self.lock:
-            if self.down_since is None:
-                self.down_since = time.monotonic()
-                self.gave_up = False
+            if name not in self.down_since:
+                self.down_since[name] = time.monotonic()
                 self.listener("lost", f"storage {name!r}: connection lost ({_one_line(error)}); "
                                       f"retrying for up to {retry:g} s")
-            return self.down_since
+            return self.down_since[name]
+
+    def give_up(self, name: str) -> None:
+        """Past the limit: every later call to this storage fails at once, until one succeeds."""
+        with self.lock:
+            self.given_up.add(name)
 
     def back(self, name: str) -> None:
         with self.lock:
-            if self.down_since is None:
+            self.given_up.discard(name)
+            since = self.down_since.pop(name, None)
+            if since is None:
                 return
-            waited = time.monotonic() - self.down_since
+            waited = time.monotonic() - since
             self.total_s += waited
-            self.down_since = None
-            self.gave_up = False
             self.listener("back", f"storage {name!r}: back after {waited:.1f} s; going on")
 
 
@@ -432,8 +438,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                     raise
                 since = _OUTAGES.lost(self.name, e, self.retry)
                 waited = time.monotonic() - since
-                if _OUTAGES.gave_up or waited >= self.retry:
-                    _OUTAGES.gave_up = True
+                if self.name in _OUTAGES.given_up or waited >= self.retry:
+                    _OUTAGES.give_up(self.name)
                     raise StorageUnavailable(
                         f"storage {self.name!r}: unreachable for {waited:.0f} s ({_one_line(e)}); the study is "
                         "kept as it was: run the same command again to resume (--storage-retry waits longer)"

@@ -156,3 +156,19 @@ def test_the_command_stops_with_one_line_when_the_storage_stays_away(tmp_path: P
     assert lines[1].startswith("bstune: error: storage 'postgresql://ann:***@127.0.0.1:1/bstune': unreachable for 1 s (")
     assert "s3cret" not in out + err and "Traceback" not in err
     assert not list(tmp_path.glob("*.db")) and not list(tmp_path.glob("*.log"))
+
+
+def test_a_storage_given_up_on_does_not_make_another_fail_at_once(postgres, capsys) -> None:
+    """Each storage has its own outage: one that stayed away past its limit (the command would have
+    stopped; a library user goes on) leaves another storage's outage to be waited out as usual."""
+    pytest.importorskip("psycopg")
+    with pytest.raises(StorageUnavailable):
+        resolve_storage("postgresql://ann:s3cret@127.0.0.1:1/gone", retry=0.5)
+    url = postgres.create_database(f"s{uuid.uuid4().hex[:16]}")
+    study = optuna.create_study(storage=resolve_storage(url, retry=60), study_name="s")
+    postgres.halt()
+    thread = _resume_after(postgres, 1.5)
+    study.set_user_attr("k", 1)  # waits for its own server, not failed for the other one's outage
+    thread.join()
+    assert optuna.load_study(study_name="s", storage=url).user_attrs == {"k": 1}
+    assert capsys.readouterr().err.count("back after") == 1
