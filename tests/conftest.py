@@ -69,3 +69,19 @@ def trainer_calls(monkeypatch) -> list[dict]:
 
     monkeypatch.setattr(bstune.train, "Trainer", Recording)
     return calls
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A private PostgreSQL server on loopback for the tests of one module (``tests/_postgres.py``):
+    skipped with the reason when it cannot start, except under ``CI=true``, where that fails."""
+    import _postgres
+
+    try:
+        server = _postgres.start()
+    except _postgres.Unavailable as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs PostgreSQL: {e}")
+        pytest.skip(str(e))
+    yield server
+    server.stop()

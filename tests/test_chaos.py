@@ -34,18 +34,6 @@ REPORTS = 6  # per trial, 0.25 s apart: a trial spans a few seconds, so outages 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        server = _postgres.start()
-    except _postgres.Unavailable as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs PostgreSQL: {e}")
-        pytest.skip(str(e))
-    yield server
-    server.stop()
-
-
 def _env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BSTUNE_")}

@@ -8,7 +8,6 @@ is tests/test_chaos.py.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -24,18 +23,6 @@ from bstune.cli import main
 from bstune.storage import RetryingStorage, StorageUnavailable, is_connection_lost, outage_seconds, resolve_storage
 
 State = optuna.trial.TrialState
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        server = _postgres.start()
-    except _postgres.Unavailable as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs PostgreSQL: {e}")
-        pytest.skip(str(e))
-    yield server
-    server.stop()
 
 
 def _resume_after(server: _postgres.Server, seconds: float) -> threading.Thread:

@@ -100,18 +100,6 @@ def test_retry_copies_the_parameters_and_marks_the_retry() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    try:
-        server = _postgres.start()
-    except _postgres.Unavailable as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs PostgreSQL: {e}")
-        pytest.skip(str(e))
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["journal", "postgresql"])
 def storage(request, tmp_path):
     """A fresh storage URL of each kind (a new database on the private server)."""
