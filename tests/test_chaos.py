@@ -23,6 +23,7 @@ from pathlib import Path
 import _postgres
 import optuna
 import pytest
+from _processes import running, workers_in
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = REPO / "tests" / "data" / "synthetic_task.py"
@@ -49,27 +50,6 @@ def _command(cwd: Path, storage: str, log: Path) -> subprocess.Popen[bytes]:
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def _workers_in(folder: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "cwd") == str(folder) and b"bstune._workers" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return sorted(p for p in found if _running(p))
-
-
 def _study(storage: str) -> optuna.Study:
     from bstune.storage import resolve_storage
 
@@ -94,7 +74,7 @@ def _kill_workers(folder: Path, n: int, rng: random.Random) -> list[int]:
     """SIGKILL ``n`` workers of the command in ``folder``, one every 2 to 3 seconds, each mid-trial."""
     killed = []
     for _ in range(n):
-        pids = _workers_in(folder)
+        pids = sorted(workers_in(folder))
         assert pids, "no worker to kill"
         pid = rng.choice(pids)
         os.kill(pid, signal.SIGKILL)
@@ -105,11 +85,11 @@ def _kill_workers(folder: Path, n: int, rng: random.Random) -> list[int]:
 
 def _kill_whole(proc: subprocess.Popen[bytes], folder: Path) -> None:
     """SIGKILL the command and its workers (they run in sessions of their own), as a reboot would."""
-    workers = _workers_in(folder)
+    workers = workers_in(folder)
     for pid in (proc.pid, *workers):
         os.kill(pid, signal.SIGKILL)
     proc.wait()
-    _wait("the killed workers to go", lambda: not any(_running(p) for p in workers), 30)
+    _wait("the killed workers to go", lambda: not any(running(p) for p in workers), 30)
 
 
 def _check_study(storage: str, complete_before: int) -> optuna.Study:

@@ -19,6 +19,7 @@ from pathlib import Path
 import _postgres
 import optuna
 import pytest
+from _processes import running, workers_in
 
 from bstune._workers import WorkerPlan, plan_workers, retry_trial
 from bstune.errors import BstuneError
@@ -294,28 +295,6 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path: Path) -> None:
         os.kill(pid, 0)  # the worker is gone too, and reaped
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")  # a zombie has exited; only its parent can reap it
-
-
-def _workers_in(folder: Path) -> set[int]:
-    """The worker processes running in ``folder`` (this test's own)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "cwd") == str(folder) and b"bstune._workers" in (entry / "cmdline").read_bytes():
-                found.add(int(entry.name))
-        except OSError:
-            continue
-    return {p for p in found if _running(p)}
-
-
 def test_workers_of_a_killed_command_finish_their_trial_and_exit(tmp_path: Path) -> None:
     url = f"journal:{tmp_path / 'study.log'}"
     markers = tmp_path / "markers"
@@ -323,14 +302,14 @@ def test_workers_of_a_killed_command_finish_their_trial_and_exit(tmp_path: Path)
     proc = _optimize(tmp_path, "--workers", "2", "--n-trials", "20", "--storage", url,
                      BSTUNE_TEST_MARKERS=str(markers), BSTUNE_TEST_SLEEP="0.5")
     _first_marker(markers)
-    pids = _workers_in(tmp_path)
+    pids = workers_in(tmp_path)
     assert len(pids) == 2
     proc.kill()
     proc.communicate()
     deadline = time.monotonic() + 30
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)  # polling for the workers to notice, not timing anything
-    assert not any(_running(p) for p in pids)
+    assert not any(running(p) for p in pids)
     study = _load(url)
     assert 1 <= len(study.trials) <= 3
     assert {t.state for t in study.trials} == {State.COMPLETE}  # recorded, none left RUNNING
@@ -343,11 +322,11 @@ def test_running_again_reclaims_the_trials_of_a_command_killed_whole(tmp_path: P
     proc = _optimize(tmp_path, "--workers", "2", "--n-trials", "4", "--storage", url,
                      BSTUNE_TEST_MARKERS=str(markers), BSTUNE_TEST_SLEEP="30")
     _first_marker(markers, n=2)  # both workers mid-trial
-    pids = _workers_in(tmp_path)
+    pids = workers_in(tmp_path)
     for pid in (proc.pid, *pids):  # a journal file has no heartbeats to notice this
         os.kill(pid, signal.SIGKILL)
     proc.communicate()
-    while any(_running(p) for p in pids):
+    while any(running(p) for p in pids):
         time.sleep(0.02)  # polling for the kernel, not timing anything
     orphans = [t.number for t in _load(url).trials if t.state == State.RUNNING]
     assert len(orphans) == 2
