@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bstune.noise import NoiseScale, measure_noise_scale
     from bstune.objective import make_objective
     from bstune.objectives import Target, TimeBudget
+    from bstune.options import TuneOptions
     from bstune.probe import ProbeResult, run_probe
     from bstune.pruners import default_pruner
     from bstune.run import CurvePoint, Run
@@ -49,6 +50,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TimeBudget",
+    "TuneOptions",
     "WorkerPlan",
     "__version__",
     "confirm",
@@ -97,6 +99,7 @@ _WHERE = {
     "plan_workers": "bstune._workers",
     "retry_trial": "bstune.storage",
     "tune": "bstune.tuning",
+    "TuneOptions": "bstune.options",
 }
 
 

@@ -6,16 +6,27 @@ shown only with ``--debug``.
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, get_type_hints
 
 import typer
 
 from bstune._version import __version__
-from bstune.errors import BstuneError
-from bstune.tuning import check_positive
+from bstune.errors import BstuneError, check_option
+from bstune.options import (
+    OPTIMIZE,
+    STORAGE_HELP,
+    STUDY_BATCH,
+    TuneOptions,
+    check_positive,
+    command_fields,
+    option_field,
+    parse_task_options,
+)
 
 __all__ = ["app", "main"]
 
@@ -35,28 +46,32 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-# Options several commands share, declared once.
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")]
-TaskOptions = Annotated[
-    Optional[list[str]], typer.Option("--task-option", help="KEY=VALUE passed to the script's data(); repeatable.")
-]
+def _typer_option(name: str, **changes: Any) -> Any:
+    """The typer option of the ``TuneOptions`` field ``name``: its flag, help text and type."""
+    f = option_field(name)
+    meta = f.metadata
+    kind = meta["cli_type"] if meta["cli_type"] is not None else get_type_hints(TuneOptions)[name]
+    return Annotated[kind, typer.Option(meta["flag"], help=meta["help"], **{**meta["typer"], **changes})]
+
+
+def _help(name: str) -> str:
+    return str(option_field(name).metadata["help"])
+
+
+# Options several commands share, declared once (flags and help in bstune.options).
+DebugOption = Annotated[bool, typer.Option("--debug", help=_help("debug"))]
+DeviceOption = Annotated[str, typer.Option("--device", help=_help("device"))]
+TaskOptions = Annotated[Optional[list[str]], typer.Option("--task-option", help=_help("task_options"))]
+MicroBatchOption = Annotated[Optional[int], typer.Option("--micro-batch-size", help=_help("micro_batch_size"))]
 ScriptArgument = Annotated[
     Path, typer.Argument(help="The task script: defines data() and model(hp), or train(hp, run).")
 ]
 
 
-def _storage_option(default: str) -> typer.models.OptionInfo:
-    """--storage, read from $BSTUNE_STORAGE when not given (keeps a database password off the command line)."""
-    return typer.Option(
-        "--storage",
-        envvar="BSTUNE_STORAGE",
-        show_envvar=False,
-        help=f"Where the study lives: sqlite:///FILE.db, postgresql://..., journal:FILE.log, or $BSTUNE_STORAGE (default: {default}).",
-    )
-
-
-StorageOption = Annotated[str, _storage_option("sqlite:///bstune.db")]
+# --storage of the commands that read a study; read from $BSTUNE_STORAGE when not given (keeps a
+# database password off the command line).
+StorageOption = Annotated[str, typer.Option("--storage", envvar="BSTUNE_STORAGE", show_envvar=False,
+                                            help=STORAGE_HELP.format("sqlite:///bstune.db"))]
 ExistingStudyName = Annotated[
     Optional[str], typer.Option("--study-name", help="The study (default: the storage's only study).")
 ]
@@ -72,219 +87,32 @@ def _root(
     """bstune: which batch size, learning rate and epochs, measured on your model and hardware."""
 
 
-def _parse_options(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BstuneError(f"--task-option must look like KEY=VALUE; got {item!r}")
-        out[key] = value
-    return out
+def _tuning_command(command: str, doc: str, **fixed: Any) -> Callable[..., None]:
+    """The command ``command`` over ``tune``: SCRIPT and an option per ``TuneOptions`` field it
+    takes (its flag, help, type and default from the field); ``fixed`` is what the command sets."""
+
+    def run(script: Path, **values: Any) -> None:
+        from bstune.tuning import tune
+
+        tune(script, TuneOptions.from_command(command, values, **fixed))
+
+    params = [inspect.Parameter("script", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ScriptArgument)]
+    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                 annotation=_typer_option(f.name)) for f in command_fields(command)]
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__name__ = run.__qualname__ = command.replace("-", "_")
+    run.__doc__ = doc
+    return run
 
 
-# The options of bstune optimize; bstune confirm shares several.
-TimeBudgetOption = Annotated[
-    Optional[float],
-    typer.Option(
-        "--time-budget",
-        help="Time-budget mode: each trial trains at most this many seconds; its value is the best "
-        "validation metric reached. The default mode (with the script's budget, else 60 s). With --target: "
-        "the most seconds a trial may train to reach the target (a miss after that; default: no limit).",
-    ),
-]
-TargetOption = Annotated[
-    Optional[float],
-    typer.Option(
-        "--target",
-        help="Target mode: a trial stops when the validation metric reaches this value; its value "
-        "is the training seconds it took. Add --time-budget to limit each trial's training.",
-    ),
-]
-SpaceOption = Annotated[
-    Optional[str], typer.Option("--space", help="A built-in search space name (default, lstm, ...) or a YAML file.")
-]
-NTrialsOption = Annotated[
-    Optional[int], typer.Option("--n-trials", help="Trials to add to the study (script default, else 20).")
-]
-TimeoutOption = Annotated[
-    Optional[float], typer.Option("--timeout", help="Stop starting trials after this many seconds.")
-]
-NewStorageOption = Annotated[
-    Optional[str], _storage_option("sqlite:///bstune.db; journal:bstune.log with --workers above 1")
-]
-NewStudyName = Annotated[
-    Optional[str], typer.Option("--study-name", help="Study to create or resume (default: script name and mode).")
-]
-ClockOption = Annotated[
-    str, typer.Option("--clock", help="'train' counts training steps only; 'wall' counts everything.")
-]
-MicroBatchOption = Annotated[
-    Optional[int],
-    typer.Option("--micro-batch-size", help="Largest batch through the model at once; larger batches accumulate gradients."),
-]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the sampler and of each trial's training.")]
-CompileOption = Annotated[
-    bool,
-    typer.Option(
-        "--compile",
-        help="Run the model through torch.compile (built-in trainer); compile time counts as overhead, not training.",
-    ),
-]
-AmpOption = Annotated[
-    Optional[bool],
-    typer.Option(
-        "--amp/--no-amp",
-        help="bf16 autocast in the built-in trainer's forward passes (CUDA only). Default: the script's "
-        "DEFAULTS['amp'], else on for CUDA and off on the CPU. It is not always faster (small recurrent models "
-        "can train faster without it): measure both. Each trial records it.",
-        show_default=False,
-    ),
-]
-PrunerOption = Annotated[
-    str,
-    typer.Option(
-        "--pruner",
-        help="default (bstune's for the mode: divergence, slow or target-time, and gain-bound: stops only "
-        "what a stated bound says cannot win, ranks nothing), none, "
-        "divergence, gain-bound, time-aligned, async-halving, target-time, slow, or Optuna's median, "
-        "successive-halving, hyperband.",
-    ),
-]
-ArtifactDirOption = Annotated[
-    Optional[Path],
-    typer.Option("--artifact-dir", help="Also save the report files (HTML, JSON, PNG) as Optuna artifacts here."),
-]
-WorkersOption = Annotated[
-    int,
-    typer.Option("--workers", help="Worker processes on this machine: one per GPU, or a share of the CPU cores each."),
-]
-MaxFailuresOption = Annotated[
-    int,
-    typer.Option("--max-consecutive-failures", help="Stop after this many trials in a row fail in the task's code."),
-]
-HeartbeatOption = Annotated[
-    int,
-    typer.Option(
-        "--heartbeat-interval",
-        help="RDB storage: seconds between a running trial's heartbeats; a trial silent for twice "
-        "that long (its process died) is failed and retried.",
-    ),
-]
-StorageRetryOption = Annotated[
-    float,
-    typer.Option(
-        "--storage-retry",
-        help="Seconds to wait out a storage that went away (a database restart, a lost connection, a "
-        "journal file that cannot be locked) before stopping; every call is tried again meanwhile. 0: stop at once.",
-    ),
-]
-ProbeFirstOption = Annotated[
-    bool,
-    typer.Option(
-        "--probe",
-        help="Run bstune probe first (memory, throughput, noise scale) and search the space it narrows; "
-        "writes SCRIPT-probe.yaml and SCRIPT-probe.png.",
-    ),
-]
-ConfirmOption = Annotated[
-    int,
-    typer.Option(
-        "--confirm",
-        help="After the search, train the best --confirm-top configurations again with K other seeds each "
-        "(never pruned); the report then shows mean and spread and which are within noise of the best.",
-        metavar="K",
-    ),
-]
-RetryDisturbedOption = Annotated[
-    bool,
-    typer.Option("--retry-disturbed", help="Train a trial's configuration again, once, when it trained at under a fifth "
-                 "of the throughput its batch size's other trials reached (the machine was busy)."),
-]
-ConfirmTopOption = Annotated[
-    int, typer.Option("--confirm-top", help="How many of the best configurations --confirm trains again.")
-]
-
-
-@app.command()
-def optimize(
-    script: ScriptArgument,
-    time_budget: TimeBudgetOption = None,
-    target: TargetOption = None,
-    space: SpaceOption = None,
-    n_trials: NTrialsOption = None,
-    timeout: TimeoutOption = None,
-    storage: NewStorageOption = None,
-    study_name: NewStudyName = None,
-    clock: ClockOption = "train",
-    device: DeviceOption = "auto",
-    micro_batch_size: MicroBatchOption = None,
-    seed: SeedOption = 0,
-    compile_model: CompileOption = False,
-    amp: AmpOption = None,
-    pruner: PrunerOption = "default",
-    task_option: TaskOptions = None,
-    artifact_dir: ArtifactDirOption = None,
-    workers: WorkersOption = 1,
-    max_consecutive_failures: MaxFailuresOption = 3,
-    heartbeat_interval: HeartbeatOption = 10,
-    storage_retry: StorageRetryOption = 60,
-    probe_first: ProbeFirstOption = False,
-    confirm: ConfirmOption = 0,
-    confirm_top: ConfirmTopOption = 3,
-    retry_disturbed: RetryDisturbedOption = False,
-    debug: DebugOption = False,
-) -> None:
-    """Search batch size, learning rate and epochs for the task in SCRIPT.
+optimize = app.command(name=OPTIMIZE)(_tuning_command(OPTIMIZE, """Search batch size, learning rate and epochs for the task in SCRIPT.
 
     Trials are added to the study in --storage (created, or resumed when the same study exists),
     with live progress, and the best configurations are printed at the end. Watch or inspect the
     study with: optuna-dashboard sqlite:///bstune.db
-    """
-    from bstune.tuning import tune
+    """))
 
-    tune(
-        script, time_budget=time_budget, target=target, space=space, n_trials=n_trials, timeout=timeout,
-        storage=storage, study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size,
-        seed=seed, compile=compile_model, amp=amp, pruner=pruner, task_options=_parse_options(task_option or []),
-        artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
-        heartbeat_interval=heartbeat_interval, storage_retry=storage_retry, probe=probe_first, confirm=confirm, confirm_top=confirm_top,
-        retry_disturbed=retry_disturbed, debug=debug,
-    )
-
-
-@app.command(name="study-batch")
-def study_batch(
-    script: ScriptArgument,
-    time_budget: TimeBudgetOption = None,
-    target: TargetOption = None,
-    batch_sizes: Annotated[
-        Optional[str],
-        typer.Option("--batch-sizes", help="Comma-separated batch sizes to compare, three or more (default: powers "
-                     "of two spread over the space, as many as --max-trials allows, none past a size that ran out of memory)."),
-    ] = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="Runs at each batch size's best learning rate beyond the first (the seed band).")] = 2,
-    max_trials: Annotated[
-        int, typer.Option("--max-trials", help="The most trials the batch-size study may use; a rerun with a larger one goes on.")
-    ] = 24,
-    space: SpaceOption = None,
-    storage: NewStorageOption = None,
-    study_name: NewStudyName = None,
-    clock: ClockOption = "train",
-    device: DeviceOption = "auto",
-    micro_batch_size: MicroBatchOption = None,
-    seed: SeedOption = 0,
-    compile_model: CompileOption = False,
-    amp: AmpOption = None,
-    task_option: TaskOptions = None,
-    artifact_dir: ArtifactDirOption = None,
-    workers: WorkersOption = 1,
-    max_consecutive_failures: MaxFailuresOption = 3,
-    heartbeat_interval: HeartbeatOption = 10,
-    storage_retry: StorageRetryOption = 60,
-    retry_disturbed: RetryDisturbedOption = False,
-    debug: DebugOption = False,
-) -> None:
-    """Measure how batch size matters for the task in SCRIPT, each batch size at its own best learning rate.
+study_batch = app.command(name=STUDY_BATCH)(_tuning_command(STUDY_BATCH, """Measure how batch size matters for the task in SCRIPT, each batch size at its own best learning rate.
 
     For each batch size: a few learning rates around its best (bracketed, then the peak fitted),
     then more runs at that rate with other seeds. The report then answers with intervals: the best
@@ -292,23 +120,7 @@ def study_batch(
     size (none, square root or linear?), and in target mode the steps to the target per batch size.
     The trials go into the same study as bstune optimize (same --study-name default), reusing its
     trials where they fit; the cost is printed before the first trial.
-    """
-    from bstune.tuning import tune
-
-    sizes = None
-    if batch_sizes is not None:
-        try:
-            sizes = [int(x) for x in batch_sizes.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise BstuneError(f"--batch-sizes must be comma-separated integers, e.g. 16,64,256; got {batch_sizes!r}") from None
-    tune(
-        script, time_budget=time_budget, target=target, space=space, n_trials=0, storage=storage,
-        study_name=study_name, clock=clock, device=device, micro_batch_size=micro_batch_size, seed=seed,
-        compile=compile_model, amp=amp, pruner="none", task_options=_parse_options(task_option or []),
-        artifact_dir=artifact_dir, workers=workers, max_consecutive_failures=max_consecutive_failures,
-        heartbeat_interval=heartbeat_interval, storage_retry=storage_retry, design="batch", batch_sizes=sizes, seeds=seeds,
-        max_trials=max_trials, retry_disturbed=retry_disturbed, debug=debug,
-    )
+    """, design="batch", n_trials=0, pruner="none"))
 
 
 @app.command(name="confirm")
@@ -349,8 +161,7 @@ def confirm_command(
     from bstune.objectives import Target, mode_from_attrs
     from bstune.tuning import tune
 
-    if seeds < 1:
-        raise BstuneError(f"--seeds must be an integer of at least 1; got {seeds}")
+    check_option("--seeds", seeds, "an integer of at least 1", lambda v: v >= 1)
     study = load_existing_study(storage, study_name)
     mode = mode_from_attrs(study.user_attrs)
     if mode is None:
@@ -359,7 +170,7 @@ def confirm_command(
     tune(
         script, time_budget=mode.trial_limit, target=mode.target if isinstance(mode, Target) else None,
         space=space, n_trials=0, storage=storage, study_name=study.study_name, clock=mode.clock, device=device,
-        micro_batch_size=micro_batch_size, seed=seed, task_options=_parse_options(task_option or []),
+        micro_batch_size=micro_batch_size, seed=seed, task_options=parse_task_options(task_option or []),
         confirm=seeds, confirm_top=top, debug=debug,
         # Train as the study's trials trained, unless told otherwise: a confirmation measures the same thing.
         compile=bool(compile_model if compile_model is not None else recorded["compile"]),
@@ -391,12 +202,10 @@ def report(
     batch-size effects and parameter importance."""
     from bstune.analysis import FORMATS, analyze, format_report, load_existing_study, print_report
 
-    if fmt not in FORMATS:
-        raise BstuneError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    check_option("--format", fmt, f"one of {', '.join(FORMATS)}", lambda v: v in FORMATS, number=False)
     for b in budget or []:
         check_positive("--budget", b)
-    if target is not None and not math.isfinite(target):
-        raise BstuneError(f"--target must be a finite number; got {target}")
+    check_option("--target", target, "a finite number", math.isfinite)
     study = load_existing_study(storage, study_name)
     result = analyze(study, budgets=budget or None, target=target)
     if fmt == "table":
@@ -434,8 +243,7 @@ def dashboard(
     from bstune.analysis import make_dashboard_server
     from bstune.storage import mask_url
 
-    if not 0 <= port <= 65535:
-        raise BstuneError(f"--port must be an integer in [0, 65535]; got {port}")
+    check_option("--port", port, "an integer in [0, 65535]", lambda v: 0 <= v <= 65535)
     server, url = make_dashboard_server(storage, host=host, port=port, artifact_dir=artifact_dir, study_name=study_name)
     typer.echo(f"optuna-dashboard on {mask_url(storage)}: open {url}  (Ctrl-C to stop)")
     sys.stdout.flush()
@@ -451,7 +259,7 @@ def _parse_params(items: list[str]) -> dict[str, object]:
     import yaml
 
     out: dict[str, object] = {}
-    for key, value in _parse_options(items).items():
+    for key, value in parse_task_options(items).items():
         try:
             out[key] = yaml.safe_load(value) if value else value
         except yaml.YAMLError:
@@ -516,12 +324,10 @@ def probe(
     check_positive("--max-batch-size", max_batch_size, integer=True)
     check_positive("--min-batch-size", min_batch_size, integer=True)
     check_positive("--memory-limit", memory_limit)
-    if not 0 <= safety_margin < 1:
-        raise BstuneError(f"--safety-margin must be in [0, 1); got {safety_margin:g}")
+    check_option("--safety-margin", safety_margin, "in [0, 1)", lambda v: 0 <= v < 1)
     check_positive("--noise-seconds", noise_seconds)
-    if noise_steps < 0:
-        raise BstuneError(f"--noise-steps must be an integer of at least 0; got {noise_steps}")
-    task = load_task(script, _parse_options(task_option or []))
+    check_option("--noise-steps", noise_steps, "an integer of at least 0", lambda v: v >= 0)
+    task = load_task(script, parse_task_options(task_option or []))
     base = load_space(space or task.defaults.get("space", "default"))
     console = Console(highlight=False)
     if not console.is_terminal:

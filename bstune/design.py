@@ -32,14 +32,11 @@ import optuna
 from bstune.analysis._design import DESIGN_ATTR, ROLE_ATTR, DesignPoint, fit_peaks
 from bstune.analysis._disturbed import DISTURBED_ATTR
 from bstune.errors import BstuneError
+from bstune.options import DEFAULT_MAX_TRIALS, FIRST_RATES, check_design_options
 from bstune.space import SearchSpace
 
 __all__ = ["BatchDesign", "DEFAULT_MAX_TRIALS", "PlannedTrial", "next_round", "plan_design", "run_design"]
 
-#: The default bound on the study's trials: about twice the time of a default 12-trial search.
-DEFAULT_MAX_TRIALS = 24
-#: Learning rates tried per batch size before the peak is fitted.
-FIRST_RATES = 3
 #: How many steps out the search may go from the first three rates, per side.
 MAX_EXTEND = 2
 
@@ -122,26 +119,6 @@ def spread(sizes: Sequence[int], n: int) -> list[int]:
     if n < 2:
         return [sizes[len(sizes) // 2]]
     return sorted({sizes[round(i * (len(sizes) - 1) / (n - 1))] for i in range(n)})
-
-
-def check_design_options(batch_sizes: Sequence[int] | None, seeds: int, max_trials: int) -> None:
-    """Refuse options no plan can meet, before anything is loaded or written."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise BstuneError(f"--seeds must be an integer of at least 1; got {seeds}")
-    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
-        raise BstuneError(f"--max-trials must be an integer of at least 1; got {max_trials}")
-    per_batch = FIRST_RATES + seeds + 1
-    if batch_sizes is not None:
-        sizes = sorted({int(b) for b in batch_sizes})
-        if any(b < 1 for b in sizes) or len(sizes) < 3:
-            raise BstuneError(f"--batch-sizes must list three or more positive batch sizes; got {sorted(batch_sizes)}")
-        if len(sizes) * per_batch > max_trials:
-            raise BstuneError(
-                f"--max-trials {max_trials} is too few for {len(sizes)} batch sizes with {seeds} more seed(s) each "
-                f"({len(sizes) * per_batch} trials at the least); raise it, or pass fewer --batch-sizes or --seeds")
-    elif 3 * per_batch > max_trials:
-        raise BstuneError(f"--max-trials {max_trials} is too few for three batch sizes with {seeds} more seed(s) each "
-                          f"({3 * per_batch} trials at the least); raise it, or pass fewer --seeds")
 
 
 def plan_design(

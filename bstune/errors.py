@@ -2,11 +2,14 @@
 
 Every check at the door (a constructor, a file load, a CLI option) raises ``BstuneError`` or a
 subclass with a message that names the thing, the rule and the value, so that the CLI can print it
-as one line and a library user can catch it as a ``ValueError``.
+as one line and a library user can catch it as a ``ValueError``. Two templates: a parameter of a
+class or function (``invalid``, checked by ``check``, ``check_int``, ``check_choice``) and an option
+of a command or a tuning run (``option_error``, checked by ``check_option``).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +22,9 @@ __all__ = [
     "check",
     "check_choice",
     "check_int",
+    "check_option",
     "invalid",
+    "option_error",
 ]
 
 
@@ -82,3 +87,30 @@ def check_choice(owner: str, name: str, value: Any, choices: Sequence[Any], rule
         shown = [repr(c) if isinstance(c, str) else str(c) for c in choices]
         rule = " or ".join(shown) if len(shown) == 2 else "one of " + ", ".join(str(c) for c in choices)
     raise invalid(name, owner, rule, value)
+
+
+def option_error(flag: str, rule: str, value: Any) -> BstuneError:
+    """The template of an option: ``--seeds must be an integer of at least 1; got 0`` (numbers as
+    ``:g`` prints them, strings quoted)."""
+    if isinstance(value, float):
+        shown = f"{value:g}"
+    else:
+        shown = repr(value) if isinstance(value, str) else str(value)
+    return BstuneError(f"{flag} must be {rule}; got {shown}")
+
+
+def check_option(flag: str, value: Any, rule: str, ok: Callable[[Any], bool], *, number: bool = True) -> None:
+    """The one check of an option's value: ``None`` passes (not given); else, when ``number``, the
+    value must be a real number (never a bool), and ``ok`` must hold; else ``option_error``.
+
+    Examples:
+        >>> check_option("--confirm", 2, "an integer of at least 0", lambda v: v >= 0)
+        >>> check_option("--confirm", -1, "an integer of at least 0", lambda v: v >= 0)
+        Traceback (most recent call last):
+        ...
+        bstune.errors.BstuneError: --confirm must be an integer of at least 0; got -1
+    """
+    if value is None:
+        return
+    if number and (isinstance(value, bool) or not isinstance(value, numbers.Real)) or not ok(value):
+        raise option_error(flag, rule, value)

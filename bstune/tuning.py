@@ -6,21 +6,22 @@ anything is written, running the trials in this process or on several workers, t
 runs, and the closing report. ``bstune optimize`` and ``bstune confirm`` are thin commands over it;
 the Python API offers it as ``bstune.tune``.
 
-Argument errors name the ``bstune optimize`` option they come from, so the command and the library
-say the same thing.
+Its options are ``bstune.options.TuneOptions``: declared and checked there, shared with the
+commands and the workers.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import inspect
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bstune.errors import BstuneError
+from bstune.options import DEFAULT_MAX_TRIALS, TuneOptions, check_positive
 
 if TYPE_CHECKING:
     import optuna
@@ -35,18 +36,7 @@ if TYPE_CHECKING:
     from bstune.task import Task
     from bstune.train import Trainer
 
-__all__ = ["check_positive", "resolve_mode", "tune"]
-
-CLOCKS = ("train", "wall")
-
-
-def check_positive(name: str, value: float | None, *, integer: bool = False) -> None:
-    """Refuse a value that is not a finite number above 0 (``None`` passes: not given)."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0:
-        kind = "an integer of at least 1" if integer else "a number greater than 0"
-        raise BstuneError(f"{name} must be {kind}; got {value:g}")
+__all__ = ["TuneOptions", "check_positive", "resolve_mode", "tune"]
 
 
 def resolve_mode(
@@ -85,40 +75,6 @@ def default_study_name(task: Task, mode: TimeBudget | Target, *, probe: bool = F
     return f"{task.name}-{tag}" + ("-probe" if probe else "")
 
 
-def _check_arguments(a: dict[str, Any]) -> None:
-    """Every refusal before anything is loaded or written."""
-    check_positive("--time-budget", a["time_budget"])
-    if not (a["n_trials"] == 0 and (a["confirm"] or a["design"])):  # --n-trials 0: confirm or design only
-        check_positive("--n-trials", a["n_trials"], integer=True)
-    check_positive("--timeout", a["timeout"])
-    check_positive("--micro-batch-size", a["micro_batch_size"], integer=True)
-    if a["confirm"] < 0:
-        raise BstuneError(f"--confirm must be an integer of at least 0; got {a['confirm']}")
-    check_positive("--confirm-top", a["confirm_top"], integer=True)
-    if a["target"] is not None and not math.isfinite(a["target"]):
-        raise BstuneError(f"--target must be a finite number; got {a['target']}")
-    if a["clock"] not in CLOCKS:
-        raise BstuneError(f"--clock must be 'train' or 'wall'; got {a['clock']!r}")
-    from bstune.pruners import PRUNER_NAMES
-
-    if a["pruner"] not in PRUNER_NAMES:
-        raise BstuneError(f"--pruner must be one of {', '.join(PRUNER_NAMES)}; got {a['pruner']!r}")
-    check_positive("--max-consecutive-failures", a["max_consecutive_failures"], integer=True)
-    check_positive("--heartbeat-interval", a["heartbeat_interval"], integer=True)
-    if not (isinstance(a["storage_retry"], (int, float)) and math.isfinite(a["storage_retry"]) and a["storage_retry"] >= 0):
-        raise BstuneError(f"--storage-retry must be a number of seconds of at least 0; got {a['storage_retry']:g}")
-    if a["design"] not in (None, "batch"):
-        raise BstuneError(f"design must be None or 'batch'; got {a['design']!r}")
-    for b in a["batch_sizes"] or ():
-        check_positive("--batch-sizes", b, integer=True)
-    check_positive("--seeds", a["seeds"], integer=True)
-    check_positive("--max-trials", a["max_trials"], integer=True)
-    if a["design"] is not None:
-        from bstune.design import DEFAULT_MAX_TRIALS, check_design_options
-
-        check_design_options(a["batch_sizes"], a["seeds"], a["max_trials"] or DEFAULT_MAX_TRIALS)
-
-
 @dataclass
 class _Job:
     """What the phases of one ``tune`` call share."""
@@ -127,60 +83,40 @@ class _Job:
     progress: Progress
     study: optuna.Study
     plans: list[WorkerPlan] | None
-    spec: WorkerSpec
+    script: str
+    options: TuneOptions  # resolved: storage, study name, precision, micro-batch and task options filled in
+    mode: TimeBudget | Target
+    space: SearchSpace
     objective: Any
     n_trials: int
-    timeout: float | None = None
-    max_consecutive_failures: int = 3
+
+    def worker_spec(self, **changes: Any) -> WorkerSpec:
+        """What a worker needs to rebuild this job's objective, with ``changes`` to the options."""
+        options = self.options.replace(**changes) if changes else self.options
+        return {"script": self.script, "options": options.to_dict(), "mode": self.mode.to_attrs(),
+                "space": self.space.to_dict()}
 
 
 def tune(
-    script: str | Path,
-    *,
-    time_budget: float | None = None,
-    target: float | None = None,
-    space: str | Path | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    clock: str = "train",
-    device: str = "auto",
-    micro_batch_size: int | None = None,
-    seed: int = 0,
-    compile: bool = False,
-    amp: bool | None = None,
-    pruner: str = "default",
-    task_options: Mapping[str, str] | None = None,
-    artifact_dir: str | Path | None = None,
-    workers: int = 1,
-    max_consecutive_failures: int = 3,
-    heartbeat_interval: int = 10,
-    storage_retry: float = 60.0,
-    probe: bool = False,
-    confirm: int = 0,
-    confirm_top: int = 3,
-    design: str | None = None,
-    batch_sizes: Sequence[int] | None = None,
-    seeds: int = 2,
-    max_trials: int | None = None,
-    retry_disturbed: bool = False,
-    debug: bool = False,
-    console: Console | None = None,
+    script: str | Path, options: TuneOptions | None = None, *, console: Console | None = None, **overrides: Any
 ) -> optuna.Study:
     """Search batch size, learning rate and epochs for the task in ``script``; what ``bstune optimize`` does.
 
     Trials are added to the study in ``storage`` (created, or resumed when the same study exists)
     with progress printed on ``console``, and the report is printed and stored on the study at the
-    end, also when the search stops early (Ctrl-C, too many failures). Each argument is the
-    ``bstune optimize`` option of the same name (see ``bstune optimize --help``); ``probe`` is
-    ``--probe``, ``compile`` is ``--compile``, ``amp`` is ``--amp``/``--no-amp`` (``None``: the
-    script's ``DEFAULTS["amp"]``, else bf16 autocast on CUDA and off on the CPU).
+    end, also when the search stops early (Ctrl-C, too many failures).
+
+    The options are the fields of ``bstune.options.TuneOptions``, each the ``bstune optimize``
+    option of the same name (see ``bstune optimize --help``), given as keyword arguments
+    (``tune("task.py", time_budget=30, n_trials=12)``), as a ``TuneOptions``, or both (the keywords
+    then change the ones it holds). ``probe`` is ``--probe``, ``compile`` is ``--compile``,
+    ``amp`` is ``--amp``/``--no-amp`` (``None``: the script's ``DEFAULTS["amp"]``, else bf16
+    autocast on CUDA and off on the CPU).
 
     ``design="batch"`` runs the batch-size study (``bstune.design``; ``bstune study-batch``)
     after the ``n_trials`` of the search (0 for none): ``batch_sizes`` (default: spread over the
-    space), ``seeds`` more runs at each batch size's chosen rate, at most ``max_trials`` trials
-    (default ``bstune.design.DEFAULT_MAX_TRIALS``), pruning off.
+    space), ``seeds`` more runs at each batch size's chosen rate, at most ``max_trials`` trials,
+    pruning off.
 
     ``storage_retry`` is how many seconds every storage call (here and in the workers) waits out a
     lost connection before the command stops (``bstune.storage``); 0 stops at the first error.
@@ -192,48 +128,56 @@ def tune(
         The study.
 
     Raises:
-        BstuneError: A bad argument (one line naming the option), a bad script, or a search
-            stopped after ``max_consecutive_failures`` failed trials in a row.
+        BstuneError: A bad option (one line naming the command-line option), a bad script, or a
+            search stopped after ``max_consecutive_failures`` failed trials in a row.
+        TypeError: A keyword that is not an option.
     """
     from bstune.task import load_task
 
-    _check_arguments(locals())
+    opts = (options or TuneOptions()).replace(**overrides) if overrides else (options or TuneOptions())
     plans = None
-    if workers != 1:
+    if opts.workers != 1:
         from bstune._workers import plan_workers
 
-        plans = plan_workers(workers, device)
-    storage = storage or ("journal:bstune.log" if plans else "sqlite:///bstune.db")
-    task = load_task(script, dict(task_options or {}))
-    amp = _check_precision(task, compile=compile, amp=amp, plans=plans)
-    mode = resolve_mode(task, time_budget=time_budget, target=target, clock=clock)
-    study_name = study_name if study_name is not None else default_study_name(task, mode, probe=probe)
-    spec: WorkerSpec = {
-        "script": str(Path(script).resolve()), "task_options": task.options, "mode": mode.to_attrs(),
-        "storage": storage, "study_name": study_name, "seed": seed, "micro_batch_size": micro_batch_size,
-        "heartbeat_interval": heartbeat_interval, "debug": debug, "pruner": pruner, "compile": compile,
-        "amp": amp, "retry_disturbed": retry_disturbed, "storage_retry": storage_retry,
-    }
-    if design is not None and n_trials is None:
-        n_trials = 0  # the design alone unless a search is asked for too
-    job = _open(task, mode, spec, space=space, n_trials=n_trials, device=device, probe=probe, plans=plans,
+        plans = plan_workers(opts.workers, opts.device)
+    task = load_task(script, dict(opts.task_options or {}))
+    amp = _check_precision(task, compile=opts.compile, amp=opts.amp, plans=plans)
+    mode = resolve_mode(task, time_budget=opts.time_budget, target=opts.target, clock=opts.clock)
+    opts = opts.replace(
+        task_options=task.options, amp=amp,
+        storage=opts.storage or ("journal:bstune.log" if plans else "sqlite:///bstune.db"),
+        study_name=opts.study_name if opts.study_name is not None else default_study_name(task, mode, probe=opts.probe),
+        n_trials=0 if opts.design is not None and opts.n_trials is None else opts.n_trials,  # the design alone
+    )
+    job = _open(task, mode, opts, str(Path(script).resolve()), plans=plans,
                 console=console if console is not None else _default_console())
-    job.timeout, job.max_consecutive_failures = timeout, max_consecutive_failures
     aborted = False
     try:
         if job.n_trials:
             _search(job, job.n_trials)
-        if design == "batch":
-            _design_phase(job, batch_sizes=batch_sizes, seeds=seeds, max_trials=max_trials)
-        if confirm:
-            _confirm_phase(job, confirm, confirm_top)
+        if opts.design == "batch":
+            _design_phase(job)
+        if opts.confirm:
+            _confirm_phase(job, opts.confirm, opts.confirm_top)
     except KeyboardInterrupt as e:
         aborted = type(e).__name__ == "Interrupted"  # the second Ctrl-C: out at once
         raise
     finally:
         if not aborted:
-            _close(job, artifact_dir)
+            _close(job, opts.artifact_dir)
     return job.study
+
+
+def _signature_with_options() -> inspect.Signature:
+    """``tune``'s signature with every option spelled out, for ``help(bstune.tune)`` and editors."""
+    sig = inspect.signature(tune)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    params[2:2] = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                   for f in dataclasses.fields(TuneOptions)]
+    return sig.replace(parameters=params)
+
+
+tune.__signature__ = _signature_with_options()  # type: ignore[attr-defined]
 
 
 def _check_precision(task: Task, *, compile: bool, amp: bool | None, plans: list[WorkerPlan] | None) -> bool | None:
@@ -252,13 +196,13 @@ def _check_precision(task: Task, *, compile: bool, amp: bool | None, plans: list
 
 
 def _open(
-    task: Task, mode: TimeBudget | Target, spec: WorkerSpec, *, space: str | Path | None, n_trials: int | None,
-    device: str, probe: bool, plans: list[WorkerPlan] | None, console: Console,
+    task: Task, mode: TimeBudget | Target, opts: TuneOptions, script: str, *, plans: list[WorkerPlan] | None,
+    console: Console,
 ) -> _Job:
     """The space (probed if asked), the data, the study and the objective, in that order.
 
-    The data is loaded before the study is made, so bad data leaves no study behind. Fills in
-    ``spec`` (what a worker needs) with the space and the micro-batch the space may set.
+    The data is loaded before the study is made, so bad data leaves no study behind. The job's
+    options get the micro-batch a probed space sets.
     """
     import optuna
 
@@ -270,25 +214,24 @@ def _open(
     from bstune.storage import mask_url, resolve_storage
     from bstune.study import create_study
 
-    n_trials = n_trials if n_trials is not None else int(task.defaults.get("n_trials", 20))
-    the_space = load_space(space or task.defaults.get("space", "default"))
+    url, study_name = opts.storage, opts.study_name
+    assert url is not None and study_name is not None  # tune() filled them in
+    n_trials = opts.n_trials if opts.n_trials is not None else int(task.defaults.get("n_trials", 20))
+    space = load_space(opts.space or task.defaults.get("space", "default"))
     probed = None
-    if probe:
-        the_space, probed = _probed_space(console, task, the_space, spec["storage"], spec["study_name"],
-                                          device=device, seed=spec["seed"])
-    optuna.logging.set_verbosity(optuna.logging.WARNING if spec["debug"] else optuna.logging.ERROR)
-    if spec["micro_batch_size"] is None:
-        spec["micro_batch_size"] = the_space.micro_batch_size  # a probed space's memory limit
-    spec["space"] = the_space.to_dict()
+    if opts.probe:
+        space, probed = _probed_space(console, task, space, url, study_name,
+                                      device=opts.device, seed=opts.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING if opts.debug else optuna.logging.ERROR)
+    if opts.micro_batch_size is None and space.micro_batch_size is not None:
+        opts = opts.replace(micro_batch_size=space.micro_batch_size)  # a probed space's memory limit
     trainer = None
     if not task.owns_loop and plans is None:
-        trainer = _loaded_trainer(console, task, device=device, seed=spec["seed"],
-                                  micro_batch_size=spec["micro_batch_size"], compile=spec["compile"],
-                                  amp=spec["amp"])
-    storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"],
-                              retry=spec["storage_retry"] or None)
-    study = create_study(mode, space=the_space, storage=storage, study_name=spec["study_name"], seed=spec["seed"],
-                         pruner=make_pruner(spec["pruner"], mode))
+        trainer = _loaded_trainer(console, task, device=opts.device, seed=opts.seed,
+                                  micro_batch_size=opts.micro_batch_size, compile=opts.compile, amp=opts.amp)
+    storage = resolve_storage(url, heartbeat_interval=opts.heartbeat_interval, retry=opts.storage_retry or None)
+    study = create_study(mode, space=space, storage=storage, study_name=study_name, seed=opts.seed,
+                         pruner=make_pruner(opts.pruner, mode))
     before = len(study.trials)
     if probed is not None:
         study.set_user_attr("probe", probed.to_dict())
@@ -296,16 +239,16 @@ def _open(
     if isinstance(mode, Target) and mode.limit is not None:
         what += f" within {mode.limit:g} s per trial"
     resumed = f", resuming after {before} trials" if before else ""
-    console.print(f"study {spec['study_name']!r} in {mask_url(spec['storage'])}: {what}, space {the_space.name!r}, "
+    console.print(f"study {study_name!r} in {mask_url(url)}: {what}, space {space.name!r}, "
                   f"{n_trials} trials{resumed}")
     if before and trainer is not None:
         _say_if_trained_otherwise(console, study, trainer)
     progress = _progress.Progress(console, mode, n_trials)
     objective = None
     if plans is None:
-        objective = make_objective(task, the_space, mode, trainer=trainer, on_report=progress.on_report,
-                                   micro_batch_size=spec["micro_batch_size"], retry_disturbed=spec["retry_disturbed"])
-    return _Job(console, progress, study, plans, spec, objective, n_trials)
+        objective = make_objective(task, space, mode, trainer=trainer, on_report=progress.on_report,
+                                   micro_batch_size=opts.micro_batch_size, retry_disturbed=opts.retry_disturbed)
+    return _Job(console, progress, study, plans, script, opts, mode, space, objective, n_trials)
 
 
 def _say_if_trained_otherwise(console: Console, study: optuna.Study, trainer: Trainer) -> None:
@@ -402,10 +345,10 @@ def _search(job: _Job, n_trials: int) -> None:
     if job.plans is None:
         from bstune.study import optimize
 
-        optimize(job.study, job.objective, n_trials=n_trials, timeout=job.timeout,
-                 callbacks=[job.progress.on_trial_end], max_consecutive_failures=job.max_consecutive_failures)
+        optimize(job.study, job.objective, n_trials=n_trials, timeout=job.options.timeout,
+                 callbacks=[job.progress.on_trial_end], max_consecutive_failures=job.options.max_consecutive_failures)
     else:
-        _run_workers(job, n_trials=n_trials, timeout=job.timeout, spec=job.spec)
+        _run_workers(job, n_trials=n_trials, timeout=job.options.timeout, spec=job.worker_spec())
 
 
 def _confirm_phase(job: _Job, seeds: int, top: int) -> None:
@@ -423,21 +366,20 @@ def _confirm_phase(job: _Job, seeds: int, top: int) -> None:
     job.progress.n_trials, job.progress.done = len(queued), 0
     if job.plans is None:
         optimize(without_pruning(job.study), job.objective, n_trials=len(queued),
-                 callbacks=[job.progress.on_trial_end], max_consecutive_failures=job.max_consecutive_failures)
+                 callbacks=[job.progress.on_trial_end], max_consecutive_failures=job.options.max_consecutive_failures)
     else:
-        _run_workers(job, n_trials=len(queued), timeout=None, spec={**job.spec, "pruner": "none"})
+        _run_workers(job, n_trials=len(queued), timeout=None, spec=job.worker_spec(pruner="none"))
 
 
-def _design_phase(job: _Job, *, batch_sizes: Sequence[int] | None, seeds: int, max_trials: int | None) -> None:
+def _design_phase(job: _Job) -> None:
     """``design="batch"``: the batch-size study, its cost said first, pruning off."""
     from bstune.confirmation import without_pruning
-    from bstune.design import DEFAULT_MAX_TRIALS, next_round, plan_design, run_design
-    from bstune.space import load_space
+    from bstune.design import next_round, plan_design, run_design
     from bstune.study import optimize
 
-    space = load_space(job.spec["space"])
-    design = plan_design(job.study, space, batch_sizes=batch_sizes, seeds=seeds,
-                         max_trials=max_trials or DEFAULT_MAX_TRIALS)
+    opts, space = job.options, job.space
+    design = plan_design(job.study, space, batch_sizes=opts.batch_sizes, seeds=opts.seeds,
+                         max_trials=opts.max_trials or DEFAULT_MAX_TRIALS)
     first = next_round(job.study, design, space)
     fixed = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in design.fixed.items())
     per = _seconds_per_trial(job)
@@ -459,9 +401,9 @@ def _design_phase(job: _Job, *, batch_sizes: Sequence[int] | None, seeds: int, m
         job.progress.n_trials, job.progress.done = n, 0
         if job.plans is None:
             optimize(without_pruning(job.study), job.objective, n_trials=n, callbacks=[job.progress.on_trial_end],
-                     max_consecutive_failures=job.max_consecutive_failures)
+                     max_consecutive_failures=job.options.max_consecutive_failures)
         else:
-            _run_workers(job, n_trials=n, timeout=None, spec={**job.spec, "pruner": "none"})
+            _run_workers(job, n_trials=n, timeout=None, spec=job.worker_spec(pruner="none"))
 
     run_design(job.study, design, space, run_trials,
                log=lambda line: job.console.print(line, markup=False, soft_wrap=True))
@@ -498,7 +440,7 @@ def _run_workers(job: _Job, *, n_trials: int, timeout: float | None, spec: Worke
 
     try:
         outcome = _workers.run_workers(job.study, spec, job.plans, n_trials=n_trials, timeout=timeout,
-                                       max_consecutive_failures=job.max_consecutive_failures,
+                                       max_consecutive_failures=job.options.max_consecutive_failures,
                                        on_trial_end=job.progress.on_trial_end, on_lost=lost)
     except _workers.Interrupted:
         print("bstune: interrupted twice: the workers were killed; with RDB storage their running trials "
@@ -521,6 +463,6 @@ def _close(job: _Job, artifact_dir: str | Path | None) -> None:
         job.console.print("no trial finished with a feasible value yet")
     publish_report(job.study, console=job.console, artifact_dir=artifact_dir)
     job.console.print(
-        f"inspect it: bstune dashboard --storage {mask_url(job.spec['storage'])} "
-        f"--study-name {shlex.quote(job.spec['study_name'])}"
+        f"inspect it: bstune dashboard --storage {mask_url(str(job.options.storage))} "
+        f"--study-name {shlex.quote(str(job.options.study_name))}"
     )

@@ -163,3 +163,30 @@ def test_every_break_of_tests_breaks_py_applies_to_the_code_as_it_is_and_reforma
     import breaks
 
     assert breaks.check_all() == 0, capsys.readouterr().out
+
+
+def _option_messages_written_by_hand() -> list[str]:
+    """Strings (plain or f-strings) that begin ``--flag must be``: an option's refusal not made by
+    ``errors.option_error``, the one template."""
+    import re
+
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            first = node.values[0] if isinstance(node, ast.JoinedStr) and node.values else node
+            if isinstance(first, ast.Constant) and isinstance(first.value, str) and re.match(r"--[\w-]+ must be ", first.value):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {first.value[:40]}")
+    return sorted(set(found))  # an f-string's first part is walked twice: as itself and in the f-string
+
+
+def test_every_refused_option_is_said_with_the_one_template():
+    assert _option_messages_written_by_hand() == []
+
+
+def test_the_template_scan_finds_a_hand_written_refusal(tmp_path, monkeypatch):
+    (tmp_path / "bstune").mkdir()
+    (tmp_path / "bstune" / "x.py").write_text('def f(n):\n    raise ValueError(f"--n must be 1; got {n}")\n')
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "bstune")
+    assert _option_messages_written_by_hand() == ['bstune/x.py:2: --n must be 1; got ']

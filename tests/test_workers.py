@@ -358,15 +358,16 @@ def test_a_worker_that_cannot_start_reports_one_line_without_the_password(
 ) -> None:
     from bstune import TimeBudget, create_study, load_space
     from bstune._workers import run_workers
+    from bstune._workers._spec import WorkerSpec
+    from bstune.options import TuneOptions
 
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     space = load_space("default")
     study = create_study(TimeBudget(10), space=space, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
     # The coordinator's storage is fine; the workers' (as on a machine that cannot reach it) is not.
-    spec = {"script": str(TASK), "task_options": {}, "space": space.to_dict(), "mode": TimeBudget(10).to_attrs(),
-            "storage": "postgresql://ann:s3cret@127.0.0.1:1/x", "study_name": "s", "seed": 0, "micro_batch_size": None,
-            "heartbeat_interval": None, "storage_retry": 0, "debug": False, "pruner": "default", "compile": False,
-            "amp": None, "retry_disturbed": False}
+    options = TuneOptions(storage="postgresql://ann:s3cret@127.0.0.1:1/x", study_name="s", storage_retry=0)
+    spec: WorkerSpec = {"script": str(TASK), "options": options.to_dict(), "space": space.to_dict(),
+                        "mode": TimeBudget(10).to_attrs()}
     result = run_workers(study, spec, plan_workers(2, "cpu"), n_trials=4)
     assert result.error is not None
     assert result.error.startswith("storage 'postgresql://ann:***@127.0.0.1:1/x': ")
@@ -426,14 +427,15 @@ def test_a_worker_builds_its_trainer_as_the_command_asked(tmp_path: Path, traine
     import torch
 
     from bstune import TimeBudget
+    from bstune._workers._spec import WorkerSpec
     from bstune._workers._worker import _build
+    from bstune.options import TuneOptions
     from bstune.space import load_space
 
-    spec = {
-        "script": str(REPO / "examples" / "mlp_blobs.py"), "task_options": {}, "space": load_space("mlp").to_dict(),
-        "mode": TimeBudget(0.3).to_attrs(), "storage": f"sqlite:///{tmp_path / 'w.db'}", "study_name": "w",
-        "seed": 0, "index": 0, "micro_batch_size": None, "compile": True, "amp": False, "heartbeat_interval": None,
-        "storage_retry": 0, "debug": False, "pruner": "default", "retry_disturbed": False,
+    options = TuneOptions(storage=f"sqlite:///{tmp_path / 'w.db'}", study_name="w", compile=True, amp=False)
+    spec: WorkerSpec = {
+        "script": str(REPO / "examples" / "mlp_blobs.py"), "options": options.to_dict(),
+        "space": load_space("mlp").to_dict(), "mode": TimeBudget(0.3).to_attrs(), "index": 0,
         "plan": {"device": "cpu", "gpu": None, "cpu_cores": [], "threads": 1},
     }
     threads = torch.get_num_threads()

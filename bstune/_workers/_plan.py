@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bstune.errors import BstuneError
+from bstune.errors import BstuneError, check_option
 
 __all__ = ["WorkerPlan", "plan_workers", "visible_gpus"]
 
@@ -65,15 +65,14 @@ def plan_workers(
         >>> [p.cpu_cores for p in plan_workers(2, "cpu", cpu_cores=[0, 1, 2, 3])]
         [(0, 1), (2, 3)]
     """
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise BstuneError(f"--workers must be an integer of at least 1; got {n_workers!r}")
+    check_option("--workers", n_workers, "an integer of at least 1", lambda v: isinstance(v, int) and v >= 1)
     if device.startswith("cuda:") and n_workers > 1:
         raise BstuneError(
             f"--device {device} names one GPU, and two trials never share one; "
             f"use --device cuda to give each of the {n_workers} workers its own GPU"
         )
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise BstuneError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
+    check_option("--device", device, "auto, cpu, cuda or cuda:N",
+                 lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), number=False)
     cores = sorted(cpu_cores if cpu_cores is not None else _affinity())
     if device == "cpu":
         gpu_list: list[str] = []

@@ -57,14 +57,14 @@ def worker_main() -> int:
     if not line:
         return 1
     spec: WorkerSpec = json.loads(line)
-    storage_url = spec["storage"]
+    debug, storage_url = bool(spec["options"]["debug"]), str(spec["options"]["storage"])
     from bstune.storage import set_outage_listener
 
     set_outage_listener(lambda kind, text: emit(ev="storage", kind=kind, line=text))
     try:
         study, objective = _build(spec)
     except Exception as e:  # shown by the coordinator as one line
-        if spec["debug"]:
+        if debug:
             import traceback
 
             traceback.print_exc()
@@ -131,35 +131,35 @@ def _build(spec: WorkerSpec) -> tuple[optuna.Study, Callable[[optuna.Trial], flo
     """Rebuild, inside a worker, the objective the coordinator described."""
     from bstune.objective import make_objective
     from bstune.objectives import mode_from_attrs
+    from bstune.options import TuneOptions
     from bstune.sampler import default_sampler
     from bstune.space import load_space
     from bstune.storage import resolve_storage
     from bstune.study import create_study
     from bstune.task import load_task
 
-    verbosity = optuna.logging.WARNING if spec["debug"] else optuna.logging.ERROR
-    optuna.logging.set_verbosity(verbosity)
+    opts = TuneOptions.from_dict(spec["options"])
+    optuna.logging.set_verbosity(optuna.logging.WARNING if opts.debug else optuna.logging.ERROR)
     plan = spec["plan"]
     if plan["cpu_cores"] and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, plan["cpu_cores"])
-    task = load_task(spec["script"], spec["task_options"])
+    task = load_task(spec["script"], dict(opts.task_options or {}))
     space = load_space(spec["space"])
     mode = mode_from_attrs(spec["mode"])
-    if mode is None:
-        raise BstuneError("the worker got no mode")
-    storage = resolve_storage(spec["storage"], heartbeat_interval=spec["heartbeat_interval"],
-                              retry=spec["storage_retry"] or None)
+    if mode is None or opts.storage is None or opts.study_name is None:
+        raise BstuneError("the worker got no mode, storage or study name")
+    storage = resolve_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval, retry=opts.storage_retry or None)
     # Each worker samples with its own seed, or their first random trials would coincide.
-    sampler = default_sampler(seed=int(spec["seed"]) + int(spec["index"]), space=space, mode=mode)
+    sampler = default_sampler(seed=opts.seed + int(spec["index"]), space=space, mode=mode)
     from bstune.pruners import make_pruner
 
     study = create_study(
         mode,
         space=space,
         storage=storage,
-        study_name=spec["study_name"],
+        study_name=opts.study_name,
         sampler=sampler,
-        pruner=make_pruner(spec["pruner"], mode),
+        pruner=make_pruner(opts.pruner, mode),
     )
     trainer = None
     if not task.owns_loop:
@@ -168,13 +168,13 @@ def _build(spec: WorkerSpec) -> tuple[optuna.Study, Callable[[optuna.Trial], flo
         trainer = Trainer(
             task,
             device=plan["device"],
-            seed=int(spec["seed"]),
-            micro_batch_size=spec["micro_batch_size"],
-            compile=spec["compile"],
-            amp=spec["amp"],
+            seed=opts.seed,
+            micro_batch_size=opts.micro_batch_size,
+            compile=opts.compile,
+            amp=opts.amp,
         )
         trainer.data()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(plan["threads"]))
-    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=spec["micro_batch_size"],
-                                 retry_disturbed=spec["retry_disturbed"])
+    return study, make_objective(task, space, mode, trainer=trainer, micro_batch_size=opts.micro_batch_size,
+                                 retry_disturbed=opts.retry_disturbed)
