@@ -16,12 +16,13 @@ are checked before use (``pool_pre_ping``), so one that died while idle is repla
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -351,23 +352,38 @@ def set_outage_listener(listener: Callable[[str, str], None] | None) -> None:
 
 class SharedOutage:
     """The storage lines of several processes (the coordinator and its workers) said once: the first
-    process to lose the storage prints "lost", the last one to get it back prints "back"."""
+    process to lose the storage prints "lost", the last one to get it back prints "back".
+
+    Each event carries the time it happened (``at``, seconds since the epoch; now when not given):
+    a worker's events may arrive late (the coordinator reads them when its own storage call
+    returns), and a "lost" that happened before the "back" already printed belongs to that outage,
+    so neither it nor its "back" is said again.
+    """
 
     def __init__(self, printer: Callable[[str, str], None] = _print_line) -> None:
         self.down: set[str] = set()
+        self.late: set[str] = set()  # sources whose loss happened before the last "back" printed
+        self.back_at = -math.inf
         self.printer = printer
         self.lock = threading.Lock()
 
-    def __call__(self, source: str, kind: str, line: str) -> None:
+    def __call__(self, source: str, kind: str, line: str, at: float | None = None) -> None:
+        at = time.time() if at is None else at
         with self.lock:
             if kind == "lost":
+                if at <= self.back_at:
+                    self.late.add(source)
+                    return
                 if not self.down:
                     self.printer(kind, line)
                 self.down.add(source)
+            elif source in self.late:
+                self.late.discard(source)
             elif source in self.down:
                 self.down.discard(source)
                 if not self.down and kind == "back":
                     self.printer(kind, line)
+                    self.back_at = at
 
 
 def outage_seconds() -> float:
@@ -415,6 +431,10 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
         self.inner = inner
         self.name = name
         self.retry = float(retry)
+        #: User attributes written with every trial this process creates (in the same write) or
+        #: takes from the queue: a worker's ``process`` (host and pid), so that a trial whose
+        #: process is killed at any moment, even while its parameters are drawn, can be found.
+        self.trial_attrs: dict[str, Any] = {}
 
     def __getattr__(self, attr: str) -> Any:  # engine, url, ... of the storage underneath
         if attr == "inner":
@@ -434,8 +454,8 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
                 else:
                     raise
             except Exception as e:
-                if not is_connection_lost(e):
-                    raise
+                if not self.retry or not is_connection_lost(e):
+                    raise  # retry 0: every error as it came
                 since = _OUTAGES.lost(self.name, e, self.retry)
                 waited = time.monotonic() - since
                 if self.name in _OUTAGES.given_up or waited >= self.retry:
@@ -466,12 +486,10 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     get_study_user_attrs = _retried("get_study_user_attrs")
     get_study_system_attrs = _retried("get_study_system_attrs")
     get_all_studies = _retried("get_all_studies")
-    create_new_trial = _retried("create_new_trial")
     set_trial_param = _retried("set_trial_param")
     get_trial_id_from_study_id_trial_number = _retried("get_trial_id_from_study_id_trial_number")
     get_trial_number_from_id = _retried("get_trial_number_from_id")
     get_trial_param = _retried("get_trial_param")
-    set_trial_state_values = _retried("set_trial_state_values")
     set_trial_intermediate_value = _retried("set_trial_intermediate_value")
     set_trial_user_attr = _retried("set_trial_user_attr")
     set_trial_system_attr = _retried("set_trial_system_attr")
@@ -480,6 +498,22 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
     get_n_trials = _retried("get_n_trials")
     get_best_trial = _retried("get_best_trial")
     record_heartbeat = _retried("record_heartbeat")
+
+    def create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
+        if template_trial is None and self.trial_attrs:
+            template_trial = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING,
+                                                       user_attrs=dict(self.trial_attrs))
+        trial_id: int = self._call("create_new_trial", study_id, template_trial)
+        return trial_id
+
+    def set_trial_state_values(
+        self, trial_id: int, state: optuna.trial.TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        started: bool = self._call("set_trial_state_values", trial_id, state, values)
+        if started and state == optuna.trial.TrialState.RUNNING:  # taken from the queue
+            for key, value in self.trial_attrs.items():
+                self._call("set_trial_user_attr", trial_id, key, value)
+        return started
 
     def remove_session(self) -> None:
         self.inner.remove_session()

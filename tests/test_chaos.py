@@ -70,6 +70,21 @@ def _wait(what: str, ok, timeout: float = 90.0) -> None:  # type: ignore[no-unty
         time.sleep(0.2)  # polling for the situation, not timing anything
 
 
+def _wait_for(what: str, get, timeout: float = 90.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while (found := get()) is None:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # polling for the situation, not timing anything
+    return found
+
+
+def _early_trial(storage: str) -> int | None:
+    """A running trial at its first report or before: the rest of its reports (over a second of
+    them) will fall inside an outage that starts now."""
+    running_now = [t for t in _study(storage).trials if t.state == State.RUNNING and len(t.intermediate_values) <= 1]
+    return running_now[0].number if running_now else None
+
+
 def _kill_workers(folder: Path, n: int, rng: random.Random) -> list[int]:
     """SIGKILL ``n`` workers of the command in ``folder``, one every 2 to 3 seconds, each mid-trial."""
     killed = []
@@ -126,6 +141,7 @@ def test_a_study_rides_out_killed_workers_a_database_crash_and_a_killed_command(
     try:
         _wait("two trials", lambda: _complete(url) >= 2)
         killed = _kill_workers(tmp_path, 3, rng)
+        caught = _wait_for("a trial at its first report", lambda: _early_trial(url))
         postgres.halt()
         down_at = time.monotonic()
         time.sleep(10)  # the database is down for 10 s: what the command must ride out
@@ -134,6 +150,7 @@ def test_a_study_rides_out_killed_workers_a_database_crash_and_a_killed_command(
         assert first.poll() is None, (tmp_path / "first.log").read_text()
         after = _complete(url)
         _wait("two trials after the restart", lambda: _complete(url) >= after + 2)
+        _wait("the trial under way at the crash to finish", lambda: _study(url).trials[caught].state.is_finished())
         assert first.poll() is None, (tmp_path / "first.log").read_text()  # it survived the outage
         _kill_whole(first, tmp_path)
     finally:
@@ -143,9 +160,8 @@ def test_a_study_rides_out_killed_workers_a_database_crash_and_a_killed_command(
     assert "connection lost" in out1 and "back after" in out1, out1
     assert out1.count("connection lost") == 1, out1  # said once for the coordinator and its 4 workers
     assert "Traceback" not in out1, out1
-    study = _study(url)
-    waited = [t.user_attrs.get("storage_wait_s", 0.0) for t in study.trials if t.state == State.COMPLETE]
-    assert max(waited) >= 5.0, waited  # trials held their reports through the outage
+    held = _study(url).trials[caught]  # it held its reports through the outage and finished
+    assert held.state == State.COMPLETE and held.user_attrs["storage_wait_s"] >= 5.0, (held.state, held.user_attrs)
     assert up_at - down_at >= 10
     complete_before = _complete(url)
     assert complete_before >= 4

@@ -159,3 +159,51 @@ def test_a_storage_given_up_on_does_not_make_another_fail_at_once(postgres, caps
     thread.join()
     assert optuna.load_study(study_name="s", storage=url).user_attrs == {"k": 1}
     assert capsys.readouterr().err.count("back after") == 1
+
+
+def test_one_outage_is_said_once_when_a_workers_lines_come_late() -> None:
+    from bstune.storage import SharedOutage
+
+    said: list[str] = []
+    outage = SharedOutage(lambda kind, line: said.append(f"{kind}: {line}"))
+    # The coordinator was blocked in its own storage call for the whole outage, so the lines its
+    # worker wrote meanwhile are read after its own "back".
+    outage("coordinator", "lost", "lost A", at=100.0)
+    outage("coordinator", "back", "back A", at=111.8)
+    outage("worker 1", "lost", "lost B", at=100.1)
+    outage("worker 1", "back", "back B", at=111.9)
+    assert said == ["lost: lost A", "back: back A"]
+    # In order: the last process to get the storage back says so.
+    outage("worker 1", "lost", "lost C", at=200.0)
+    outage("coordinator", "lost", "lost D", at=200.2)
+    outage("worker 1", "back", "back C", at=205.0)
+    outage("coordinator", "back", "back D", at=205.1)
+    # A later outage is said again; a worker that dies while the storage is away counts as back.
+    outage("worker 2", "lost", "lost E", at=300.0)
+    outage("worker 2", "gone", "", at=301.0)
+    assert said == ["lost: lost A", "back: back A", "lost: lost C", "back: back D", "lost: lost E"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_the_process_comes_with_every_trial_it_creates_or_takes_from_the_queue(tmp_path: Path, kind: str) -> None:
+    """A worker's ``process`` attribute is in the write that creates its trial: a worker killed
+    while drawing the parameters leaves a trial that names its process (and is found, retried)."""
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    storage = RetryingStorage(resolve_storage(url), name=url, retry=0)
+    storage.trial_attrs["process"] = {"host": "h", "pid": 7}
+    study = optuna.create_study(storage=storage, study_name="s")
+    writes: list[str] = []
+    for name in ("create_new_trial", "set_trial_user_attr", "set_trial_state_values"):
+        method = getattr(storage.inner, name)
+        setattr(storage.inner, name, lambda *a, _m=method, _n=name, **k: (writes.append(_n), _m(*a, **k))[1])
+    trial = study.ask()
+    assert writes == ["create_new_trial"]  # one write
+    def stored(number: int) -> dict:
+        return optuna.load_study(study_name="s", storage=resolve_storage(url)).trials[number].user_attrs
+
+    assert stored(trial.number) == {"process": {"host": "h", "pid": 7}}
+    study.enqueue_trial({"x": 1.0})
+    queued = study.ask()
+    assert stored(queued.number)["process"] == {"host": "h", "pid": 7}
+    plain = optuna.create_study(storage=RetryingStorage(resolve_storage(url), name=url, retry=0), study_name="p")
+    assert plain.ask().user_attrs == {}  # no attributes unless asked

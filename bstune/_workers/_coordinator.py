@@ -256,7 +256,9 @@ class _Coordinator:
             w.holds_ticket = False
             self.on_end(msg)
         elif ev == "storage":
-            self.outage(f"worker {index}", str(msg.get("kind")), str(msg.get("line", "")))
+            at = msg.get("at")
+            self.outage(f"worker {index}", str(msg.get("kind")), str(msg.get("line", "")),
+                        float(at) if isinstance(at, (int, float)) else None)
         elif ev == "error":
             w.error = str(msg.get("message", "the worker failed"))
             if w.ready and self.result.error is None:

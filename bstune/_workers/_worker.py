@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ def worker_main() -> int:
     debug, storage_url = bool(spec["options"]["debug"]), str(spec["options"]["storage"])
     from bstune.storage import set_outage_listener
 
-    set_outage_listener(lambda kind, text: emit(ev="storage", kind=kind, line=text))
+    set_outage_listener(lambda kind, text: emit(ev="storage", kind=kind, line=text, at=time.time()))
     try:
         study, objective = _build(spec)
     except Exception as e:  # shown by the coordinator as one line
@@ -78,9 +79,7 @@ def worker_main() -> int:
     current: list[int] = []
 
     def wrapped(trial: optuna.Trial) -> float:
-        # First of all, in one write: which process runs it (to reclaim it if it dies unseen).
-        trial.set_user_attr("process", {"host": socket.gethostname(), "pid": os.getpid()})
-        current.append(trial.number)
+        current.append(trial.number)  # its "process" attribute came with it (_build)
         emit(ev="start", trial=trial.number)
         for k, v in _concurrency_attrs(spec).items():
             trial.set_user_attr(k, v)
@@ -134,7 +133,7 @@ def _build(spec: WorkerSpec) -> tuple[optuna.Study, Callable[[optuna.Trial], flo
     from bstune.options import TuneOptions
     from bstune.sampler import default_sampler
     from bstune.space import load_space
-    from bstune.storage import resolve_storage
+    from bstune.storage import RetryingStorage, mask_url, resolve_storage
     from bstune.study import create_study
     from bstune.task import load_task
 
@@ -149,6 +148,12 @@ def _build(spec: WorkerSpec) -> tuple[optuna.Study, Callable[[optuna.Trial], flo
     if mode is None or opts.storage is None or opts.study_name is None:
         raise BstuneError("the worker got no mode, storage or study name")
     storage = resolve_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval, retry=opts.storage_retry or None)
+    if not isinstance(storage, RetryingStorage):
+        assert storage is not None  # a URL was given
+        storage = RetryingStorage(storage, name=mask_url(opts.storage), retry=0)  # errors as they come
+    # Which process runs a trial is written with the trial itself, so that one killed at any moment
+    # (even while its parameters are drawn) is found and retried (_lost.reclaim_orphans).
+    storage.trial_attrs["process"] = {"host": socket.gethostname(), "pid": os.getpid()}
     # Each worker samples with its own seed, or their first random trials would coincide.
     sampler = default_sampler(seed=opts.seed + int(spec["index"]), space=space, mode=mode)
     from bstune.pruners import make_pruner
