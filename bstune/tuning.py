@@ -92,8 +92,7 @@ class _Job:
 
     def worker_spec(self, **changes: Any) -> WorkerSpec:
         """What a worker needs to rebuild this job's objective, with ``changes`` to the options."""
-        options = self.options.replace(**changes) if changes else self.options
-        return {"script": self.script, "options": options.to_dict(), "mode": self.mode.to_attrs(),
+        return {"script": self.script, "options": self.options.replace(**changes).to_dict(), "mode": self.mode.to_attrs(),
                 "space": self.space.to_dict()}
 
 
@@ -134,7 +133,7 @@ def tune(
     """
     from bstune.task import load_task
 
-    opts = (options or TuneOptions()).replace(**overrides) if overrides else (options or TuneOptions())
+    opts = (options or TuneOptions()).replace(**overrides)
     plans = None
     if opts.workers != 1:
         from bstune._workers import plan_workers
