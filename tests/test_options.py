@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -121,3 +122,34 @@ def test_tune_runs_the_options_it_is_given_with_keywords_changing_them(tmp_path:
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert [t.user_attrs["seed"] for t in study.trials] == [3, 4]  # the options' seed, the keyword's count
     assert options.n_trials == 5  # the caller's options are not changed
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        # seeds 2: 3 learning rates + 3 seed runs = 6 trials per batch size, 18 for the three at least
+        ({"max_trials": 18}, None),
+        ({"max_trials": 17}, "--max-trials 17 is too few for three batch sizes with 2 more seed(s) each (18 trials"),
+        ({"max_trials": 24, "batch_sizes": [1, 2, 4, 8]}, None),
+        ({"max_trials": 23, "batch_sizes": [1, 2, 4, 8]}, "--max-trials 23 is too few for 4 batch sizes with 2 more seed(s) each (24 trials"),
+        ({"batch_sizes": [8, 8, 16]}, "--batch-sizes must list three or more positive batch sizes; got [8, 8, 16]"),
+        ({"seeds": 0}, "--seeds must be an integer of at least 1; got 0"),
+    ],
+)
+def test_the_batch_size_study_is_refused_exactly_when_no_plan_fits(values: dict[str, object], message: str | None) -> None:
+    from bstune.options import check_design_options
+
+    given = {"batch_sizes": None, "seeds": 2, "max_trials": 24, **values}
+    for make in (lambda: TuneOptions(design="batch", n_trials=0, **values),  # type: ignore[arg-type]
+                 lambda: check_design_options(given["batch_sizes"], given["seeds"], given["max_trials"])):  # type: ignore[arg-type]
+        if message is None:
+            make()
+        else:
+            with pytest.raises(BstuneError, match=re.escape(message)):
+                make()
+    with pytest.raises(BstuneError, match=re.escape("--max-trials must be an integer of at least 1; got True")):
+        check_design_options(None, 2, True)  # type: ignore[arg-type]
+    with pytest.raises(BstuneError, match=re.escape("--batch-sizes must list three or more positive batch sizes; got [0, 2, 4]")):
+        check_design_options([0, 2, 4], 2, 24)
+    with pytest.raises(BstuneError, match=re.escape("--batch-sizes must be an integer of at least 1; got 0")):
+        TuneOptions(design="batch", n_trials=0, batch_sizes=[0, 2, 4])
