@@ -46,12 +46,14 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _typer_option(name: str, **changes: Any) -> Any:
+_FIELD_TYPES = get_type_hints(TuneOptions)
+
+
+def _typer_option(name: str) -> Any:
     """The typer option of the ``TuneOptions`` field ``name``: its flag, help text and type."""
-    f = option_field(name)
-    meta = f.metadata
-    kind = meta["cli_type"] if meta["cli_type"] is not None else get_type_hints(TuneOptions)[name]
-    return Annotated[kind, typer.Option(meta["flag"], help=meta["help"], **{**meta["typer"], **changes})]
+    meta = option_field(name).metadata
+    kind = meta["cli_type"] if meta["cli_type"] is not None else _FIELD_TYPES[name]
+    return Annotated[kind, typer.Option(meta["flag"], help=meta["help"], **meta["typer"])]
 
 
 def _help(name: str) -> str:

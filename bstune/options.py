@@ -242,13 +242,12 @@ class TuneOptions:
         check_positive("--heartbeat-interval", self.heartbeat_interval, integer=True)
         check_option("--storage-retry", self.storage_retry, "a number of seconds of at least 0",
                      lambda v: math.isfinite(v) and v >= 0)
-        if self.design is not None:
-            check_option("design", self.design, "None or 'batch'", lambda v: v == "batch", number=False)
         for b in self.batch_sizes or ():
             check_positive("--batch-sizes", b, integer=True)
         check_positive("--seeds", self.seeds, integer=True)
         check_positive("--max-trials", self.max_trials, integer=True)
         if self.design is not None:
+            check_option("design", self.design, "None or 'batch'", lambda v: v == "batch", number=False)
             check_design_options(self.batch_sizes, self.seeds, self.max_trials or DEFAULT_MAX_TRIALS)
 
     def replace(self, **changes: Any) -> TuneOptions:
